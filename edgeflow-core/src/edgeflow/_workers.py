@@ -1,0 +1,466 @@
+"""The loops the runner owns: one worker per node replica, each in its own thread."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .app import EdgeApp, NodeSpec
+from .broker import Broker, Publisher, Subscription
+from .comms.tcp import FrameSender, FrameServer
+from .config import settings
+from .errors import BrokerError, ConfigurationError, FrameError, NodeError
+from .frame import Frame, encode
+from .nodes import FusionNode, GatewayNode, Node
+from .stats import NodeStats, StatsAggregator, StatsReporter
+from .sync import Synchronizer
+
+__all__ = ["RunContext", "Worker", "make_worker"]
+
+log = logging.getLogger("edgeflow.runner")
+_READ_TIMEOUT = 0.2
+
+
+@dataclass
+class RunContext:
+    """What every worker of one process shares."""
+
+    app: EdgeApp
+    broker: Broker
+    stop: threading.Event
+    reporter: StatsReporter
+    workers: list[Worker] = field(default_factory=list)
+
+
+class _ErrorLog:
+    """One log line per failure, with the traceback at most once a second."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._last_tb = 0.0
+
+    def __call__(self, message: str, exc: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if exc is not None and now - self._last_tb >= 1.0:
+            self._last_tb = now
+            tb = "".join(traceback.format_exception(exc)).rstrip()
+            self.logger.error("%s\n%s", message, tb)
+        else:
+            self.logger.error("%s", message)
+
+
+class _Outage:
+    """Logs a broker outage once when it starts and once when it ends; backs off in between."""
+
+    def __init__(self, logger: logging.Logger, stop: threading.Event) -> None:
+        self.logger = logger
+        self.stop = stop
+        self.since: float | None = None
+        self.delay = 0.1
+
+    def failed(self, exc: BrokerError) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.logger.warning("broker unreachable, retrying with backoff: %s", exc)
+        self.stop.wait(self.delay)
+        self.delay = min(self.delay * 2, 2.0)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.logger.warning("broker reachable again after %.1fs", time.monotonic() - self.since)
+            self.since, self.delay = None, 0.1
+
+
+def _as_output(node: str, result: Any, source: Frame | None, frame_id: int) -> Frame | None:
+    """Turn what a node returned into the frame it sends, keeping the input's id and timestamp."""
+    if result is None:
+        return None
+    if isinstance(result, Frame):
+        return result
+    meta: dict[str, Any] = dict(source.meta) if source is not None else {}
+    if isinstance(result, tuple):
+        if len(result) != 2 or not isinstance(result[1], dict):
+            raise NodeError(
+                f"node {node!r} returned a tuple of {len(result)} items; return data, (data, meta_dict) or None",
+                node=node,
+            )
+        result, extra = result
+        meta.update(extra)
+        if result is None:
+            return None
+    if source is None:
+        return Frame(frame_id, time.time(), meta, result)
+    return Frame(source.frame_id, source.timestamp, meta, result)
+
+
+class Worker:
+    """One replica of one node: builds the node, runs its loop in a thread, stops it cleanly."""
+
+    def __init__(self, ctx: RunContext, spec: NodeSpec, replica: int) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.replica = replica
+        self.stats = NodeStats(spec.name, spec.type, replica, spec.device)
+        self.logger = logging.getLogger(f"edgeflow.node.{spec.name}" + (f".{replica}" if spec.replicas > 1 else ""))
+        self.errors = _ErrorLog(self.logger)
+        self.outage = _Outage(self.logger, ctx.stop)
+        self.node: Node | None = None
+        self.thread: threading.Thread | None = None
+        self.finished = threading.Event()
+        self.publisher: Publisher | None = None
+        self.senders: list[FrameSender] = []
+        self.consumer_name = f"{socket.gethostname()}-{os.getpid()}-{replica}"
+
+    # Set-up -------------------------------------------------------------------------------------------
+    def build(self) -> Node:
+        """Instantiate and configure the node."""
+        spec = self.spec
+        cls: type[Node] = spec.cls
+        node = cls.__new__(cls)
+        node._bind(
+            name=spec.name, app_name=self.ctx.app.name, device=spec.device, replicas=spec.replicas,
+            replica=self.replica, broker=self.ctx.broker, stats=self.stats, params=spec.params,
+        )  # fmt: skip
+        cls.__init__(node)
+        node.configure()
+        self.node = node
+        return node
+
+    def _open_outputs(self) -> None:
+        app, name = self.ctx.app, self.spec.name
+        links = app.links_from(name)
+        routes = [(ln.target, ln.qos, ln.depth) for ln in links if ln.transport == "redis"]
+        if not links:
+            routes = [("", "realtime", 1)]  # an unlinked output still exists as a topic others may read
+        if routes:
+            self.publisher = self.ctx.broker.publisher(name, [r for r in routes if r[0]] or routes)
+        for ln in links:
+            if ln.transport == "tcp":
+                gw = app.nodes[ln.target]
+                port = int(gw.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
+                self.senders.append(FrameSender(settings.GATEWAY_HOST, port, name, settings.EDGEFLOW_TOKEN))
+
+    def emit(self, frame: Frame) -> bool:
+        """Send `frame` on every output link; returns False when the broker was down (counted as failed)."""
+        encoded = encode(frame)
+        for sender in self.senders:
+            sender.send(frame, encoded)
+        if self.publisher is not None:
+            while True:
+                try:
+                    self.publisher.publish(frame, encoded)
+                    self.outage.ok()
+                    break
+                except BrokerError as exc:
+                    if self.ctx.stop.is_set():
+                        return False
+                    self.outage.failed(exc)
+        self.stats.frames_out += 1
+        return True
+
+    def start(self) -> None:
+        """Build the node and start its loop thread."""
+        self.thread = threading.Thread(target=self._main, name=f"edgeflow-{self.spec.name}-{self.replica}", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:
+            self.errors(f"node {self.spec.name!r} stopped: {type(exc).__name__}: {exc}", exc)
+        finally:
+            self._teardown()
+            self.finished.set()
+
+    def _teardown(self) -> None:
+        if self.node is not None:
+            try:
+                self.node.close()
+            except Exception as exc:
+                self.errors(f"node {self.spec.name!r}: close() failed: {exc}", exc)
+        for sender in self.senders:
+            sender.close(timeout=1.0)
+            self.stats.dropped += sender.dropped
+        if self.publisher is not None:
+            self.publisher.close()
+
+    def run(self) -> None:
+        """The node's loop; returns when the context stops or the node ends."""
+        raise NotImplementedError
+
+    def join(self, timeout: float) -> None:
+        """Wait for the loop thread."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def sync_counters(self) -> None:
+        """Fold the transport's counters into the node's statistics."""
+        if self.senders:
+            self.stats.extra["gateway_dropped"] = sum(s.dropped for s in self.senders)
+
+
+class ProducerWorker(Worker):
+    """Calls `produce()` at `fps`, on an absolute schedule so that the rate does not drift."""
+
+    def run(self) -> None:
+        node = self.build()
+        self._open_outputs()
+        fps = getattr(node, "fps", None)
+        period = 1.0 / float(fps) if fps else 0.0
+        stop = self.ctx.stop
+        seq = 0
+        next_t = time.monotonic()
+        produce: Callable[[], Any] = node.produce  # type: ignore[attr-defined]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                out = produce()
+            except Exception as exc:
+                self.stats.failed += 1
+                self.errors(
+                    f"node {self.spec.name!r}: produce() raised on frame {seq}: {type(exc).__name__}: {exc}", exc
+                )
+                out = ...
+            if out is None:
+                self.logger.info(
+                    "node %r: produce() returned None, the stream ended after %d frames", self.spec.name, seq
+                )
+                break
+            if out is not ...:
+                try:
+                    frame = self._frame(out, seq)
+                    if self.emit(frame):
+                        seq += 1
+                        self.stats.proc_ms.append((time.perf_counter() - t0) * 1000.0)
+                except (FrameError, NodeError) as exc:
+                    self.stats.failed += 1
+                    self.errors(f"node {self.spec.name!r}: frame {seq} not sent: {exc}")
+            self.sync_counters()
+            if period:
+                next_t += period
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+                elif delay < -period:
+                    next_t = time.monotonic()  # fell behind by more than a frame: don't burst to catch up
+
+    def _frame(self, out: Any, seq: int) -> Frame:
+        if isinstance(out, Frame):
+            return out
+        if isinstance(out, (np.ndarray, bytes, bytearray, memoryview, dict, list, str, int, float)) and not isinstance(
+            out, bool
+        ):
+            return Frame(seq, time.time(), {}, out)
+        raise NodeError(
+            f"produce() returned {type(out).__name__}; return a numpy ndarray, bytes, JSON data or a Frame",
+            node=self.spec.name,
+        )
+
+
+class _ReaderWorker(Worker):
+    """Shared loop of the nodes that read from the broker."""
+
+    sub: Subscription
+
+    def inputs(self, node: Node) -> list[str]:
+        linked = [ln.source for ln in self.ctx.app.links_into(self.spec.name) if ln.transport == "redis"]
+        extra = list(getattr(node, "input_topics", None) or [])
+        for topic in extra:
+            if topic not in self.ctx.app.nodes:
+                raise ConfigurationError(
+                    f"node {self.spec.name!r}: input_topics names {topic!r}, which is not a node; "
+                    f"known nodes: {', '.join(sorted(self.ctx.app.nodes))}"
+                )
+        return list(dict.fromkeys(linked + extra))
+
+    def run(self) -> None:
+        node = self.build()
+        sources = self.inputs(node)
+        if not sources:
+            raise ConfigurationError(
+                f"node {self.spec.name!r} has no inputs: link a node to it or set self.input_topics in configure()"
+            )
+        if self.spec.type != "sink":
+            self._open_outputs()
+        self.prepare(node, sources)
+        self.sub = self._subscribe(sources)
+        stop = self.ctx.stop
+        while not stop.is_set():
+            try:
+                deliveries = self.sub.read(_READ_TIMEOUT)
+                self.outage.ok()
+            except BrokerError as exc:
+                self.outage.failed(exc)
+                continue
+            for d in deliveries:
+                self.stats.received(d.frame.timestamp)
+                self.handle(node, d.source, d.frame)
+            if deliveries:
+                self.sub.ack(deliveries)
+            self.stats.dropped = self.sub.skipped + self.extra_dropped()
+            self.stats.rejected = self.sub.rejected
+            self.sync_counters()
+        self.sub.close()
+
+    def _subscribe(self, sources: list[str]) -> Subscription:
+        while True:
+            try:
+                return self.ctx.broker.subscribe(sources, self.spec.name, self.consumer_name)
+            except BrokerError as exc:
+                if self.ctx.stop.is_set():
+                    raise
+                self.outage.failed(exc)
+
+    def prepare(self, node: Node, sources: list[str]) -> None:
+        """Hook for set-up that needs the inputs."""
+
+    def extra_dropped(self) -> int:
+        return 0
+
+    def call(self, node: Node, fn: Callable[[Any], Any], arg: Any, frame: Frame) -> tuple[bool, Any]:
+        node.current_frame = frame
+        t0 = time.perf_counter()
+        try:
+            result = fn(arg)
+        except Exception as exc:
+            self.stats.failed += 1
+            self.errors(
+                f"node {self.spec.name!r}: process() raised on frame {frame.frame_id}: {type(exc).__name__}: {exc}",
+                exc,
+            )
+            return False, None
+        finally:
+            node.current_frame = None
+        self.stats.proc_ms.append((time.perf_counter() - t0) * 1000.0)
+        return True, result
+
+    def send_result(self, result: Any, source: Frame) -> None:
+        try:
+            out = _as_output(self.spec.name, result, source, source.frame_id)
+            if out is not None:
+                self.emit(out)
+        except (FrameError, NodeError) as exc:
+            self.stats.failed += 1
+            self.errors(f"node {self.spec.name!r}: result for frame {source.frame_id} not sent: {exc}")
+
+    def handle(self, node: Node, source: str, frame: Frame) -> None:
+        raise NotImplementedError
+
+
+class ConsumerWorker(_ReaderWorker):
+    """Calls `process(data)` for each frame and sends the result on."""
+
+    def handle(self, node: Node, source: str, frame: Frame) -> None:
+        ok, result = self.call(node, node.process, frame.data, frame)  # type: ignore[attr-defined]
+        if ok:
+            self.send_result(result, frame)
+
+
+class SinkWorker(_ReaderWorker):
+    """Calls `process(data)` for each frame; a sink sends nothing on."""
+
+    def handle(self, node: Node, source: str, frame: Frame) -> None:
+        self.call(node, node.process, frame.data, frame)  # type: ignore[attr-defined]
+
+
+class FusionWorker(_ReaderWorker):
+    """Matches frames of its inputs by timestamp and calls `process(frames)` for each matched set."""
+
+    sync: Synchronizer
+
+    def prepare(self, node: Node, sources: list[str]) -> None:
+        assert isinstance(node, FusionNode)
+        try:
+            self.sync = Synchronizer(sources, float(node.slop), int(node.queue_size))
+        except ValueError as exc:
+            raise ConfigurationError(f"fusion node {self.spec.name!r}: {exc}") from exc
+
+    def extra_dropped(self) -> int:
+        return self.sync.dropped
+
+    def handle(self, node: Node, source: str, frame: Frame) -> None:
+        for match in self.sync.add(source, frame):
+            first = min(match, key=lambda f: f.timestamp)
+            ok, result = self.call(node, node.process, match, first)  # type: ignore[attr-defined]
+            if ok:
+                self.send_result(result, first)
+
+
+class GatewayWorker(Worker):
+    """Receives frames over TCP, hands them to the interfaces and gathers the pipeline's statistics."""
+
+    def run(self) -> None:
+        node = self.build()
+        assert isinstance(node, GatewayNode)
+        app = self.ctx.app
+        node.topics = [ln.source for ln in app.links_into(self.spec.name)]
+        node.graph = app.describe()
+        node.aggregator = StatsAggregator(self.ctx.broker, node.graph)
+        if not hasattr(node, "interfaces"):
+            node.interfaces = []
+        port = int(self.spec.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
+        host = str(self.spec.params.get("tcp_host", "0.0.0.0"))
+        lock = threading.Lock()
+
+        def on_frame(topic: str, frame: Frame) -> None:
+            with lock:
+                self.stats.received(frame.timestamp)
+            try:
+                node.on_frame(topic, frame)
+            except Exception as exc:
+                self.stats.failed += 1
+                self.errors(
+                    f"gateway {self.spec.name!r}: on_frame failed for {topic!r} frame {frame.frame_id}: {exc}", exc
+                )
+
+        def on_reject(source: str, why: str) -> None:
+            self.stats.rejected += 1
+
+        server = FrameServer(
+            host,
+            port,
+            on_frame,
+            token=settings.EDGEFLOW_TOKEN,
+            max_frame_bytes=settings.MAX_FRAME_BYTES,
+            on_reject=on_reject,
+        )
+        server.start()
+        node.aggregator.start()
+        self.logger.info("gateway %r receives frames on tcp %s:%d", self.spec.name, host, server.port)
+        started = []
+        try:
+            for interface in node.interfaces:
+                interface.start()
+                started.append(interface)
+            self.ctx.stop.wait()
+        finally:
+            for interface in started:
+                try:
+                    interface.stop(timeout=2.0)
+                except Exception as exc:
+                    self.errors(f"gateway {self.spec.name!r}: stopping {interface!r} failed: {exc}", exc)
+            server.stop()
+            node.aggregator.stop()
+
+
+_WORKERS: dict[str, type[Worker]] = {
+    "producer": ProducerWorker,
+    "consumer": ConsumerWorker,
+    "sink": SinkWorker,
+    "fusion": FusionWorker,
+    "gateway": GatewayWorker,
+}
+
+
+def make_worker(ctx: RunContext, spec: NodeSpec, replica: int) -> Worker:
+    """Return the worker that runs replica `replica` of `spec`."""
+    return _WORKERS[spec.type](ctx, spec, replica)

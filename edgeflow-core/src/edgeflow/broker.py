@@ -1,0 +1,155 @@
+"""The broker contract: how frames move between nodes and how the control plane talks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from .frame import Buffer, Frame
+
+if TYPE_CHECKING:
+    from .app import EdgeApp
+
+__all__ = ["QOS", "Broker", "Delivery", "Listener", "Publisher", "ServiceSpec", "Subscription"]
+
+QOS = Literal["realtime", "durable"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A server that a deployment must run for a broker, and the environment that points nodes at it."""
+
+    name: str
+    port: int
+    host_env: str
+    port_env: str
+    image: str = "redis:7.2-alpine"
+    role: str = "control"
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A frame handed to a reader, with what the broker needs to acknowledge it."""
+
+    source: str
+    frame: Frame
+    entry_id: bytes = b""
+    qos: str = "realtime"
+    attempts: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Publisher(ABC):
+    """Writes the frames of one source node to its links."""
+
+    @abstractmethod
+    def publish(self, frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> None:
+        """Send `frame` (already `encode`d when `encoded` is given) to every target; raises BrokerError when down."""
+
+    def close(self) -> None:  # noqa: B027 - optional for publishers that hold nothing
+        """Release what the publisher holds."""
+
+
+class Subscription(ABC):
+    """Reads frames for one target node (one replica) from one or more sources."""
+
+    skipped: int = 0
+    rejected: int = 0
+
+    @abstractmethod
+    def read(self, timeout: float) -> list[Delivery]:
+        """Return the next deliveries, waiting at most `timeout` seconds; empty when none came."""
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - realtime reads need no ack
+        """Acknowledge deliveries once processed."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release the subscription's connection."""
+
+
+class Listener(ABC):
+    """Receives control-plane messages on a channel."""
+
+    @abstractmethod
+    def get(self, timeout: float) -> bytes | None:
+        """Return the next message, or None after `timeout` seconds."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening."""
+
+
+class Broker(ABC):
+    """Moves frames between nodes and carries the control plane; adapters subclass it."""
+
+    name: str = "broker"
+
+    def __init__(self) -> None:
+        self.namespace = "edgeflow"
+
+    def bind(self, app_name: str) -> None:
+        """Scope every key and channel of this broker to the app `app_name`."""
+        self.namespace = app_name
+
+    @property
+    @abstractmethod
+    def display_url(self) -> str:
+        """Where the broker connects, with any secret redacted."""
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Connect, retrying with backoff; raises BrokerConnectionError when the server stays unreachable."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """Return True when the broker's servers answer."""
+
+    @abstractmethod
+    def publisher(self, source: str, routes: Sequence[tuple[str, str, int]]) -> Publisher:
+        """Return a publisher for `source`; `routes` lists (target, qos, depth) for each broker-carried link."""
+
+    @abstractmethod
+    def subscribe(self, sources: Sequence[str], group: str, consumer: str, qos: str = "realtime") -> Subscription:
+        """Read the frames of `sources` as `consumer` of the group `group` (one group per target node)."""
+
+    @abstractmethod
+    def emit(self, channel: str, message: bytes) -> None:
+        """Publish a control-plane message on `channel`."""
+
+    @abstractmethod
+    def listen(self, channel: str) -> Listener:
+        """Listen to a control-plane channel."""
+
+    def ensure_server(self, start_embedded: Callable[[], str]) -> bool:
+        """Start a private server through `start_embedded` (which returns its URL) when none is configured.
+
+        Returns True when it did; the default broker needs no server of its own.
+        """
+        return False
+
+    def link_depth(self, source: str, group: str) -> int | None:
+        """Return how many frames of `source` wait for `group`, or None when unknown."""
+        return None
+
+    def services(self, app: EdgeApp) -> list[ServiceSpec]:
+        """Return the servers a deployment needs for this broker, as answered by the `broker_services` hook."""
+        from .plugins import get_plugin_manager
+
+        answer: list[ServiceSpec] | None = get_plugin_manager().hook.broker_services(broker=self, app=app)
+        return list(answer or [])
+
+    def __enter__(self) -> Broker:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

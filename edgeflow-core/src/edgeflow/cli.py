@@ -1,0 +1,57 @@
+"""The `edgeflow` command; plugins add their commands through the `register_commands` hook."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import metadata
+
+import click
+
+from .errors import EdgeFlowError
+from .plugins import get_plugin_manager, plugin_info
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(metadata.version("edgeflow-core"), prog_name="edgeflow")
+def cli() -> None:
+    """EdgeFlow: distributed data-processing pipelines on Redis."""
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def plugins_command(as_json: bool) -> None:
+    """List the installed plugins with their versions and hooks."""
+    info = plugin_info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for p in info:
+        click.echo(f"{p['name']:<28} {p['distribution']} {p['version']}  hooks: {', '.join(p['hooks'])}")
+
+
+@cli.command("graph")
+@click.argument("app_file", type=click.Path(exists=True, dir_okay=False))
+def graph_command(app_file: str) -> None:
+    """Print an app's nodes and links as JSON, without running it."""
+    from .loader import load_app
+
+    click.echo(json.dumps(load_app(app_file).describe(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the `edgeflow` command line."""
+    try:
+        get_plugin_manager().hook.register_commands(cli=cli)
+        cli.main(args=argv, prog_name="edgeflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EdgeFlowError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,77 @@
+"""The EdgeFlow error tree: one root, developer mistakes apart from runtime failures."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerConnectionError",
+    "BrokerError",
+    "BrokerTimeoutError",
+    "ConfigurationError",
+    "EdgeFlowError",
+    "FrameError",
+    "LinkError",
+    "NodeDefinitionError",
+    "NodeError",
+    "PluginError",
+]
+
+
+class EdgeFlowError(Exception):
+    """Raised for every error that EdgeFlow itself reports."""
+
+
+class ConfigurationError(EdgeFlowError):
+    """Raised when the application is defined or configured wrongly; fix the code or the environment."""
+
+
+class NodeDefinitionError(ConfigurationError):
+    """Raised when `@app.node` is given a bad name, type or class."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class LinkError(ConfigurationError):
+    """Raised when `app.link(...).to(...)` names unknown nodes, forms a cycle or links incompatible types."""
+
+    def __init__(self, message: str, *, source: str | None = None, target: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.target = target
+
+
+class PluginError(ConfigurationError):
+    """Raised when a plugin fails to load, misspells a hook, or a required plugin is missing."""
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class BrokerError(EdgeFlowError):
+    """Raised when the broker fails at run time."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class BrokerConnectionError(BrokerError):
+    """Raised when the broker's server can't be reached; EdgeFlow retries with backoff before raising it."""
+
+
+class BrokerTimeoutError(BrokerError):
+    """Raised when the broker's server does not answer in time."""
+
+
+class NodeError(EdgeFlowError):
+    """Raised when a node fails at run time, for example when `produce()` returns a type EdgeFlow can't send."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class FrameError(EdgeFlowError):
+    """Raised when a frame can't be encoded, or a buffer is not a valid, complete EdgeFlow frame."""

@@ -1,0 +1,99 @@
+"""Links between nodes: `app.link("a").to("b").to("c")`, checked as they are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import LinkError
+
+if TYPE_CHECKING:
+    from .app import EdgeApp
+
+__all__ = ["QOS_VALUES", "Link", "LinkBuilder"]
+
+QOS_VALUES = ("realtime", "durable")
+# Types whose output can be linked onward, and types that accept input.
+_SENDERS = {"producer", "consumer", "fusion"}
+_RECEIVERS = {"consumer", "fusion", "gateway", "sink"}
+
+
+@dataclass(frozen=True)
+class Link:
+    """One edge of the pipeline: frames of `source` go to `target` over `transport`."""
+
+    source: str
+    target: str
+    qos: str = "realtime"
+    transport: str = "redis"
+    depth: int = 1
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the link as a JSON-ready dict."""
+        return {"source": self.source, "target": self.target, "qos": self.qos, "transport": self.transport}
+
+
+class LinkBuilder:
+    """Chains links from one node: each `to()` links and returns a builder for the target."""
+
+    def __init__(self, app: EdgeApp, source: str) -> None:
+        app._require_node(source, "link")
+        self._app = app
+        self.source = source
+
+    def to(self, target: str, qos: str = "realtime", *, depth: int = 1, **options: Any) -> LinkBuilder:
+        """Link this node to `target` and return a builder that links onward from `target`.
+
+        Args:
+            target: name of the receiving node.
+            qos: "realtime" (newest frame wins; a slow reader skips stale frames, counted) or "durable".
+            depth: frames a realtime link keeps for a slow reader before older ones are skipped.
+        """
+        app = self._app
+        app._require_node(target, "link")
+        src, dst = app.nodes[self.source], app.nodes[target]
+        if qos not in QOS_VALUES:
+            raise LinkError(f"unknown qos {qos!r} for {self.source} -> {target}; use one of {QOS_VALUES}")
+        if not isinstance(depth, int) or depth < 1 or depth > 10_000:
+            raise LinkError(f"depth must be an int from 1 to 10000 for {self.source} -> {target}, got {depth!r}")
+        if src.type not in _SENDERS:
+            raise LinkError(
+                f"can't link from {self.source!r}: a {src.type} node has no output; link from a producer, "
+                "consumer or fusion node",
+                source=self.source,
+                target=target,
+            )
+        if dst.type not in _RECEIVERS:
+            raise LinkError(
+                f"can't link into {target!r}: a {dst.type} node takes no input",
+                source=self.source,
+                target=target,
+            )
+        transport = "tcp" if dst.type == "gateway" else "redis"
+        if transport == "tcp" and qos == "durable":
+            raise LinkError(
+                f"{self.source} -> {target}: links into a gateway are realtime (viewers want the newest frame); "
+                "link a sink node with qos='durable' to keep every frame",
+                source=self.source,
+                target=target,
+            )
+        link = Link(self.source, target, qos, transport, depth, dict(options))
+        for existing in app.links:
+            if existing.source == self.source and existing.target == target:
+                if existing == link:
+                    return LinkBuilder(app, target)
+                raise LinkError(
+                    f"{self.source} -> {target} is already linked with qos={existing.qos!r}; link it once",
+                    source=self.source,
+                    target=target,
+                )
+        cycle = app._path(target, self.source)
+        if cycle is not None:
+            raise LinkError(
+                f"linking {self.source} -> {target} makes a cycle: {' -> '.join([self.source, *cycle])}",
+                source=self.source,
+                target=target,
+            )
+        app.links.append(link)
+        return LinkBuilder(app, target)

@@ -1,0 +1,34 @@
+"""Gateway interfaces: what a gateway speaks to the outside (web, ROS 2 bridges, ...)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ....frame import Frame
+    from .. import GatewayNode
+
+__all__ = ["GatewayInterface"]
+
+
+class GatewayInterface(ABC):
+    """An interface plugged into a gateway; `on_frame` is called on the intake thread and must not block."""
+
+    gateway: GatewayNode
+
+    def bind(self, gateway: GatewayNode) -> None:
+        """Attach the interface to its gateway."""
+        self.gateway = gateway
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start serving (in the interface's own threads); return at once."""
+
+    @abstractmethod
+    def on_frame(self, topic: str, frame: Frame) -> None:
+        """Take a frame from `topic`; never block."""
+
+    @abstractmethod
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop serving within `timeout` seconds."""

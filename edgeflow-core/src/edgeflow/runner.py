@@ -1,0 +1,204 @@
+"""Runs an app: every node in one process (`app.run()`), or one node (`--node NAME`)."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextvars
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ._workers import RunContext, make_worker
+from .embedded import EmbeddedRedis
+from .errors import ConfigurationError, EdgeFlowError
+from .plugins import registry
+from .stats import StatsReporter
+
+if TYPE_CHECKING:
+    from .app import EdgeApp, NodeSpec
+
+__all__ = ["AppLoaded", "loading", "main", "run_app"]
+
+log = logging.getLogger("edgeflow.runner")
+STOP_TIMEOUT = 4.0
+#: Set while `edgeflow.loader.load_app` imports a file: `app.run()` then hands the app back instead of running.
+loading: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeflow_loading", default=False)
+
+
+class AppLoaded(BaseException):
+    """Raised by `app.run()` while a file is being loaded, carrying the app out."""
+
+    def __init__(self, app: EdgeApp) -> None:
+        super().__init__(app.name)
+        self.app = app
+
+
+def _parser(app: EdgeApp) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=sys.argv[0] if sys.argv else app.name, description=f"Run the EdgeFlow app {app.name!r}."
+    )
+    p.add_argument("--node", metavar="NAME", help="run only this node (default: every node in this process)")
+    p.add_argument("--replicas", type=int, metavar="N", help="replicas of --node to run here (default: as declared)")
+    p.add_argument("--list", action="store_true", help="print the nodes and links, then exit")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    return p
+
+
+def _print_graph(app: EdgeApp) -> None:
+    print(f"app {app.name}  broker {type(app.broker).__name__} at {app.broker.display_url}")
+    print("nodes:")
+    for spec in app.nodes.values():
+        extras = " ".join(f"{k}={v}" for k, v in spec.params.items())
+        print(
+            f"  {spec.name:<20} {spec.type:<9} replicas={spec.replicas} device={spec.device or '-'} {extras}".rstrip()
+        )
+    print("links:")
+    for ln in app.links:
+        print(f"  {ln.source} -> {ln.target}  [{ln.transport}, {ln.qos}]")
+
+
+def _setup_logging(level: str | None) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("edgeflow").setLevel((level or "INFO").upper())
+
+
+def main(app: EdgeApp, argv: Sequence[str] | None = None) -> None:
+    """Parse the command line and run `app`; the entry point behind `app.run()`."""
+    if loading.get():
+        raise AppLoaded(app)
+    args = _parser(app).parse_args(sys.argv[1:] if argv is None else list(argv))
+    _setup_logging(args.log_level)
+    if args.list:
+        _print_graph(app)
+        return
+    try:
+        if args.node:
+            if args.node not in app.nodes:
+                known = ", ".join(sorted(app.nodes))
+                raise ConfigurationError(f"--node {args.node!r}: no node of that name. Known nodes: {known}")
+            run_app(app, [args.node], replicas=args.replicas, embedded=False)
+        else:
+            run_app(app, list(app.nodes), embedded=True)
+    except EdgeFlowError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+def _exporters() -> list[Any]:
+    import os
+
+    wanted = [n.strip() for n in os.environ.get("EDGEFLOW_METRICS", "").split(",") if n.strip()]
+    if not wanted:
+        return []
+    found = registry("register_metrics")
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise ConfigurationError(f"EDGEFLOW_METRICS names {missing}, not installed; installed: {sorted(found)}")
+    return [found[n]() for n in wanted]
+
+
+def run_app(
+    app: EdgeApp,
+    names: Sequence[str],
+    *,
+    replicas: int | None = None,
+    embedded: bool = True,
+    stop: threading.Event | None = None,
+    install_signals: bool = True,
+) -> None:
+    """Run the nodes `names` of `app` until SIGINT/SIGTERM, `stop`, or the end of their streams."""
+    stop = stop or threading.Event()
+    broker = app.broker
+    broker.bind(app.name)
+    server: list[EmbeddedRedis] = []
+
+    def start_embedded() -> str:
+        srv = EmbeddedRedis().start()
+        server.append(srv)
+        atexit.register(srv.stop)
+        log.info(
+            "no Redis configured and none on localhost:6379: started an embedded Redis (%s) on %s for this run",
+            srv.binary,
+            srv.url,
+        )
+        return srv.url
+
+    if embedded:
+        broker.ensure_server(start_embedded)
+    broker.connect()
+    log.info("app %r: broker %s at %s", app.name, type(broker).__name__, broker.display_url)
+
+    reporter = StatsReporter(broker)
+    reporter.exporters = _exporters()
+    ctx = RunContext(app, broker, stop, reporter)
+    specs: list[NodeSpec] = [app.nodes[n] for n in names]
+    order = {"gateway": 0, "sink": 1, "consumer": 1, "fusion": 1, "producer": 2}
+    for spec in sorted(specs, key=lambda s: order[s.type]):
+        count = replicas if (replicas and len(specs) == 1) else spec.replicas
+        for i in range(count):
+            w = make_worker(ctx, spec, i)
+            ctx.workers.append(w)
+            reporter.add(w.stats)
+
+    previous: dict[int, Any] = {}
+    if install_signals and threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if stop.is_set():
+                return
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+
+    try:
+        for w in ctx.workers:
+            w.start()
+        reporter.start()
+        _wait(ctx)
+    finally:
+        stop.set()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for w in ctx.workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+        stuck = [w.thread.name for w in ctx.workers if w.thread is not None and w.thread.is_alive()]
+        if stuck:
+            log.warning("threads still busy at shutdown (left to exit with the process): %s", ", ".join(stuck))
+        reporter.stop()
+        broker.close()
+        for srv in server:
+            srv.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("app %r stopped", app.name)
+
+
+def _wait(ctx: RunContext) -> None:
+    """Return when stopped, when every worker ended, or when producers ended and their frames drained."""
+    workers = ctx.workers
+    producers = [w for w in workers if w.spec.type == "producer"]
+    has_gateway = any(w.spec.type == "gateway" for w in workers)
+    readers = [w for w in workers if w.spec.type in ("consumer", "fusion", "sink")]
+    quiet_since: float | None = None
+    last_in = -1
+    while not ctx.stop.wait(0.1):
+        if all(w.finished.is_set() for w in workers):
+            return
+        if not producers or has_gateway or not all(w.finished.is_set() for w in producers):
+            continue
+        # Every producer ended and nothing serves viewers: stop once the readers have gone quiet.
+        seen = sum(w.stats.frames_in for w in readers)
+        if seen != last_in:
+            last_in, quiet_since = seen, time.monotonic()
+        elif quiet_since is not None and time.monotonic() - quiet_since > 1.0:
+            log.info("every producer ended and the pipeline drained: stopping")
+            return

@@ -1,0 +1,239 @@
+"""Live statistics: each node replica counts, a reporter publishes, the gateway aggregates."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .errors import BrokerError
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["STATS_CHANNEL", "NodeStats", "StatsAggregator", "StatsReporter", "percentile"]
+
+log = logging.getLogger("edgeflow.stats")
+STATS_CHANNEL = "stats"
+GONE_AFTER = 5.0
+_SAMPLES = 512
+
+
+def percentile(samples: list[float], q: float) -> float | None:
+    """Return the `q`-th percentile (0..100) of `samples` by nearest rank, or None when empty."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+class NodeStats:
+    """Counters of one node replica; written by its worker thread, read by the reporter."""
+
+    def __init__(self, node: str, node_type: str, replica: int = 0, device: str | None = None) -> None:
+        self.node = node
+        self.node_type = node_type
+        self.replica = replica
+        self.device = device
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{replica}"
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped = 0
+        self.failed = 0
+        self.rejected = 0
+        self.last_input = 0.0
+        self.proc_ms: deque[float] = deque(maxlen=_SAMPLES)
+        self.e2e_ms: deque[float] = deque(maxlen=_SAMPLES)
+        self.extra: dict[str, Any] = {}
+        self._last_report = (time.monotonic(), 0, 0)
+
+    def received(self, timestamp: float | None = None) -> None:
+        """Count one incoming frame; `timestamp` is its creation time, for end-to-end latency."""
+        self.frames_in += 1
+        now = time.time()
+        self.last_input = now
+        if timestamp is not None:
+            self.e2e_ms.append((now - timestamp) * 1000.0)
+
+    def seconds_since_input(self) -> float:
+        """Return seconds since the last incoming frame (infinite when none came)."""
+        return time.time() - self.last_input if self.last_input else float("inf")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the counters, rates since the previous snapshot and latency percentiles."""
+        now = time.monotonic()
+        t0, in0, out0 = self._last_report
+        dt = max(now - t0, 1e-6)
+        self._last_report = (now, self.frames_in, self.frames_out)
+        proc, e2e = list(self.proc_ms), list(self.e2e_ms)
+        return {
+            "node": self.node,
+            "type": self.node_type,
+            "device": self.device,
+            "instance": self.instance,
+            "replica": self.replica,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "fps_in": round((self.frames_in - in0) / dt, 2),
+            "fps_out": round((self.frames_out - out0) / dt, 2),
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "proc_ms_p50": percentile(proc, 50),
+            "proc_ms_p99": percentile(proc, 99),
+            "e2e_ms_p50": percentile(e2e, 50),
+            "e2e_ms_p99": percentile(e2e, 99),
+            "ts": time.time(),
+            **self.extra,
+        }
+
+
+class StatsReporter:
+    """Publishes every registered replica's snapshot on the control plane once per `interval`."""
+
+    def __init__(self, broker: Broker, interval: float = 1.0) -> None:
+        self.broker = broker
+        self.interval = interval
+        self.stats: list[NodeStats] = []
+        self.exporters: list[Any] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._down = False
+
+    def add(self, stats: NodeStats) -> None:
+        """Report `stats` from now on."""
+        self.stats.append(stats)
+
+    def report_once(self) -> None:
+        """Publish one snapshot of every replica now."""
+        for st in list(self.stats):
+            record = st.snapshot()
+            for exporter in self.exporters:
+                try:
+                    exporter.export(record)
+                except Exception:
+                    log.exception("metrics exporter %r failed", exporter)
+            try:
+                self.broker.emit(STATS_CHANNEL, json.dumps(record).encode())
+                if self._down:
+                    log.info("statistics are reaching the broker again")
+                self._down = False
+            except BrokerError as exc:
+                if not self._down:
+                    log.warning("can't publish statistics: %s", exc)
+                self._down = True
+
+    def start(self) -> None:
+        """Start reporting in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="edgeflow-stats", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.report_once()
+
+    def stop(self) -> None:
+        """Stop reporting after one last report."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self.report_once()
+
+
+class StatsAggregator:
+    """Gathers every node's reports from the control plane into a live view of the pipeline."""
+
+    def __init__(self, broker: Broker, graph: dict[str, Any], gone_after: float = GONE_AFTER) -> None:
+        self.broker = broker
+        self.graph = graph
+        self.gone_after = gone_after
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._depths: dict[tuple[str, str], int | None] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def ingest(self, record: dict[str, Any]) -> None:
+        """Take one replica's report."""
+        record["seen"] = time.time()
+        with self._lock:
+            self._latest[str(record.get("instance"))] = record
+
+    def _listen(self) -> None:
+        listener = None
+        while not self._stop.is_set():
+            try:
+                if listener is None:
+                    listener = self.broker.listen(STATS_CHANNEL)
+                raw = listener.get(timeout=0.5)
+            except BrokerError:
+                listener = None
+                self._stop.wait(1.0)
+                continue
+            if raw is None:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "node" in record:
+                self.ingest(record)
+        if listener is not None:
+            listener.close()
+
+    def _poll_depths(self) -> None:
+        while not self._stop.wait(1.0):
+            for link in self.graph.get("links", []):
+                if link["transport"] != "redis":
+                    continue
+                depth = self.broker.link_depth(link["source"], link["target"])
+                with self._lock:
+                    self._depths[(link["source"], link["target"])] = depth
+
+    def start(self) -> None:
+        """Start listening and polling in daemon threads."""
+        for target in (self._listen, self._poll_depths):
+            t = threading.Thread(target=target, name=f"edgeflow-agg-{target.__name__}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the threads."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Return each node of the graph with its live figures summed over the replicas alive."""
+        now = time.time()
+        with self._lock:
+            records = list(self._latest.values())
+        out = []
+        for spec in self.graph.get("nodes", []):
+            mine = [r for r in records if r.get("node") == spec["name"]]
+            alive = [r for r in mine if now - r["seen"] <= self.gone_after]
+            entry: dict[str, Any] = dict(spec)
+            entry["replicas_alive"] = len(alive)
+            entry["status"] = "up" if alive else ("gone" if mine else "unknown")
+            for key in ("frames_in", "frames_out", "dropped", "failed", "rejected"):
+                entry[key] = sum(int(r.get(key) or 0) for r in mine)
+            for key in ("fps_in", "fps_out"):
+                entry[key] = round(sum(float(r.get(key) or 0) for r in alive), 2)
+            for key in ("proc_ms_p50", "proc_ms_p99", "e2e_ms_p50", "e2e_ms_p99"):
+                vals = [r[key] for r in alive if r.get(key) is not None]
+                entry[key] = round(max(vals), 3) if vals else None
+            entry["last_seen"] = max((r["seen"] for r in mine), default=None)
+            out.append(entry)
+        return out
+
+    def links(self) -> list[dict[str, Any]]:
+        """Return each link of the graph with the queue depth of Redis links."""
+        with self._lock:
+            depths = dict(self._depths)
+        return [dict(link, depth=depths.get((link["source"], link["target"]))) for link in self.graph.get("links", [])]

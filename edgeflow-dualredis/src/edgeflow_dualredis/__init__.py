@@ -1,0 +1,1 @@
+"""EdgeFlow dualredis plugin."""

@@ -1,0 +1,1 @@
+"""EdgeFlow k8s plugin."""

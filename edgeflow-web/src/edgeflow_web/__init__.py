@@ -1,0 +1,1 @@
+"""EdgeFlow web plugin."""
