@@ -189,7 +189,7 @@ class Worker:
                 self.errors(f"node {self.spec.name!r}: close() failed: {exc}", exc)
         for sender in self.senders:
             sender.close(timeout=1.0)
-            self.stats.dropped += sender.dropped
+        self.sync_counters()
         if self.publisher is not None:
             self.publisher.close()
 
@@ -202,10 +202,16 @@ class Worker:
         if self.thread is not None:
             self.thread.join(timeout)
 
+    def input_dropped(self) -> int:
+        """Frames skipped or dropped by design on this replica's inputs."""
+        return 0
+
     def sync_counters(self) -> None:
         """Fold the transport's counters into the node's statistics."""
+        sent_dropped = sum(s.dropped for s in self.senders)
         if self.senders:
-            self.stats.extra["gateway_dropped"] = sum(s.dropped for s in self.senders)
+            self.stats.extra["gateway_dropped"] = sent_dropped
+        self.stats.dropped = self.input_dropped() + sent_dropped
 
 
 class ProducerWorker(Worker):
@@ -306,7 +312,6 @@ class _ReaderWorker(Worker):
                 self.handle(node, d.source, d.frame)
             if deliveries:
                 self.sub.ack(deliveries)
-            self.stats.dropped = self.sub.skipped + self.extra_dropped()
             self.stats.rejected = self.sub.rejected
             self.sync_counters()
         self.sub.close()
@@ -323,7 +328,12 @@ class _ReaderWorker(Worker):
     def prepare(self, node: Node, sources: list[str]) -> None:
         """Hook for set-up that needs the inputs."""
 
+    def input_dropped(self) -> int:
+        sub = getattr(self, "sub", None)
+        return (sub.skipped if sub is not None else 0) + self.extra_dropped()
+
     def extra_dropped(self) -> int:
+        """Drops made by the node type itself (fusion: frames that can never match)."""
         return 0
 
     def call(self, node: Node, fn: Callable[[Any], Any], arg: Any, frame: Frame) -> tuple[bool, Any]:
@@ -385,7 +395,8 @@ class FusionWorker(_ReaderWorker):
             raise ConfigurationError(f"fusion node {self.spec.name!r}: {exc}") from exc
 
     def extra_dropped(self) -> int:
-        return self.sync.dropped
+        sync = getattr(self, "sync", None)
+        return sync.dropped if sync is not None else 0
 
     def handle(self, node: Node, source: str, frame: Frame) -> None:
         for match in self.sync.add(source, frame):

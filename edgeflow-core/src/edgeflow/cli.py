@@ -55,3 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeFlowError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -191,7 +191,7 @@ def decode(header: Buffer, payload: Buffer) -> Frame:
     if hlen != len(hv):
         raise FrameError(f"corrupted frame: header is {len(hv)} bytes, its fields describe {hlen}")
     if data_len != len(payload):
-        raise FrameError(f"truncated frame: header announces {data_len} data bytes, got {len(payload)}")
+        raise FrameError(f"frame length mismatch: header announces {data_len} data bytes, got {len(payload)}")
     return Frame(fid, ts, meta, _make_data(kind, desc, payload))
 
 

@@ -113,8 +113,11 @@ def run_app(
     embedded: bool = True,
     stop: threading.Event | None = None,
     install_signals: bool = True,
-) -> None:
-    """Run the nodes `names` of `app` until SIGINT/SIGTERM, `stop`, or the end of their streams."""
+) -> dict[str, dict[str, Any]]:
+    """Run the nodes `names` of `app` until SIGINT/SIGTERM, `stop`, or the end of their streams.
+
+    Returns each node's final counters, summed over the replicas run here.
+    """
     stop = stop or threading.Event()
     broker = app.broker
     broker.bind(app.name)
@@ -180,6 +183,20 @@ def run_app(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("app %r stopped", app.name)
+    return _summary(ctx)
+
+
+def _summary(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for w in ctx.workers:
+        w.sync_counters()
+        st = w.stats
+        agg = out.setdefault(w.spec.name, {})
+        for key in ("frames_in", "frames_out", "dropped", "failed", "rejected"):
+            agg[key] = agg.get(key, 0) + getattr(st, key)
+        for key, value in st.extra.items():
+            agg[key] = agg.get(key, 0) + value
+    return out
 
 
 def _wait(ctx: RunContext) -> None:

@@ -1,0 +1,187 @@
+"""RedisBroker against a real redis-server: fan-out, replicas, realtime skipping, recovery, control plane."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from edgeflow import Frame, RedisBroker
+from edgeflow.errors import BrokerConnectionError, ConfigurationError
+
+
+@pytest.fixture
+def broker(redis_url: str, app_name: str) -> Iterator[RedisBroker]:
+    b = RedisBroker(redis_url)
+    b.bind(app_name)
+    b.connect()
+    yield b
+    b.close()
+
+
+def drain(sub, want: int, timeout: float = 5.0) -> list[Frame]:  # type: ignore[no-untyped-def]
+    got: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(d.frame for d in sub.read(0.05))
+    return got
+
+
+def test_fan_out_every_target_gets_every_frame(broker: RedisBroker) -> None:
+    subs = {t: broker.subscribe(["cam"], t, "c0") for t in ("det", "rec", "viz")}
+    pub = broker.publisher("cam", [(t, "realtime", 1) for t in subs])
+    for i in range(50):
+        pub.publish(Frame(i, time.time(), {}, np.full((4, 4), i, np.uint8)))
+        for sub in subs.values():
+            (d,) = drain(sub, 1)
+            assert d.frame_id == i
+            assert int(d.data[0, 0]) == i
+    assert all(s.skipped == 0 for s in subs.values())
+
+
+def test_replicas_share_the_work_without_duplicates(broker: RedisBroker) -> None:
+    n = 400
+    pub = broker.publisher("cam", [("det", "realtime", n)])
+    subs = [broker.subscribe(["cam"], "det", f"replica-{i}") for i in range(2)]
+    seen: list[list[int]] = [[], []]
+    done = threading.Event()
+
+    def reader(i: int) -> None:
+        while not done.is_set():
+            for d in subs[i].read(0.05):
+                seen[i].append(d.frame.frame_id)
+                time.sleep(0.001)  # let the other replica win some reads
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(n):
+        pub.publish(Frame(i, time.time(), {}, b"x"))
+    deadline = time.monotonic() + 10
+    while len(seen[0]) + len(seen[1]) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.set()
+    for t in threads:
+        t.join()
+    assert sorted(seen[0] + seen[1]) == list(range(n)), "every frame exactly once across the replicas"
+    assert seen[0] and seen[1], "both replicas got work"
+    assert set(seen[0]).isdisjoint(seen[1])
+
+
+def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: RedisBroker) -> None:
+    sub = broker.subscribe(["cam"], "slow", "c0")
+    pub = broker.publisher("cam", [("slow", "realtime", 1)])
+    for i in range(10):
+        pub.publish(Frame(i, time.time(), {}, b"x"))
+    (newest,) = drain(sub, 1)
+    assert newest.frame_id == 9, "a slow reader skips stale frames"
+    pub.publish(Frame(10, time.time(), {}, b"x"))
+    (nxt,) = drain(sub, 1)
+    assert nxt.frame_id == 10, "and never sees a frame older than the last one it saw"
+    sub.read(0.01)  # skip counts travel with the next read
+    assert sub.skipped == 0, "the first frame a group reads sets its baseline"
+    for i in range(11, 16):
+        pub.publish(Frame(i, time.time(), {}, b"x"))
+    assert [f.frame_id for f in drain(sub, 1)] == [15]
+    sub.read(0.01)
+    assert sub.skipped == 4
+
+
+def test_skips_are_counted_once_across_replicas(broker: RedisBroker) -> None:
+    """Replicas take turns; frames the other replica took are not skips."""
+    a, b = broker.subscribe(["cam"], "det", "a"), broker.subscribe(["cam"], "det", "b")
+    pub = broker.publisher("cam", [("det", "realtime", 4)])
+    for i in range(40):
+        pub.publish(Frame(i, time.time(), {}, b"x"))
+        reader = a if i % 2 else b
+        assert [f.frame_id for f in drain(reader, 1)] == [i]
+    a.read(0.01)
+    b.read(0.01)
+    assert a.skipped + b.skipped == 0
+
+
+def test_deeper_link_keeps_frames_for_a_slow_reader(broker: RedisBroker) -> None:
+    sub = broker.subscribe(["cam"], "det", "c0")
+    pub = broker.publisher("cam", [("det", "realtime", 5)])
+    for i in range(8):
+        pub.publish(Frame(i, time.time(), {}, b"x"))
+    assert [f.frame_id for f in drain(sub, 5)] == [3, 4, 5, 6, 7]
+    assert broker.link_depth("cam", "det") == 0
+
+
+def test_corrupted_entry_is_rejected_and_counted(broker: RedisBroker) -> None:
+    sub = broker.subscribe(["cam"], "det", "c0")
+    pub = broker.publisher("cam", [("det", "realtime", 10)])
+    broker.client.xadd(broker.stream_key("cam"), {"h": b"EF\x01garbage", "d": b"", "w": "x", "q": 1})
+    pub.publish(Frame(1, time.time(), {}, b"ok"))
+    got = drain(sub, 1)
+    assert [f.data for f in got] == [b"ok"]
+    assert sub.rejected == 1
+
+
+def test_reader_recovers_when_its_stream_and_group_vanish(broker: RedisBroker) -> None:
+    sub = broker.subscribe(["cam"], "det", "c0")
+    pub = broker.publisher("cam", [("det", "realtime", 1)])
+    broker.client.delete(broker.stream_key("cam"))
+    assert sub.read(0.05) == []  # NOGROUP: the group is made again, nothing is lost that existed
+    pub.publish(Frame(7, time.time(), {}, b"x"))
+    assert [f.frame_id for f in drain(sub, 1)] == [7]
+
+
+def test_control_plane_messages(broker: RedisBroker) -> None:
+    listener = broker.listen("stats")
+    assert listener.get(0.1) is None  # subscribes
+    broker.emit("stats", b'{"node": "x"}')
+    deadline = time.monotonic() + 3
+    msg = None
+    while msg is None and time.monotonic() < deadline:
+        msg = listener.get(0.1)
+    listener.close()
+    assert msg == b'{"node": "x"}'
+
+
+def test_apps_sharing_a_redis_are_isolated(redis_url: str, broker: RedisBroker) -> None:
+    other = RedisBroker(redis_url)
+    other.bind(broker.namespace + "-other")
+    sub = other.subscribe(["cam"], "det", "c0")
+    broker.publisher("cam", [("det", "realtime", 1)]).publish(Frame(0, 0.0, {}, b"x"))
+    assert sub.read(0.1) == []
+    other.close()
+
+
+def test_unreachable_redis_is_a_clear_error() -> None:
+    from edgeflow.embedded import free_port
+
+    b = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    with pytest.raises(BrokerConnectionError, match=r"can't reach Redis at redis://127\.0\.0\.1:\d+/0.*REDIS_URL"):
+        b.connect()
+
+
+def test_password_is_redacted_and_checked(redis_server) -> None:  # type: ignore[no-untyped-def]
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", "edge", "on", ">s3cret-pw", "~*", "&*", "+@all")
+    try:
+        good = RedisBroker(f"redis://edge:s3cret-pw@127.0.0.1:{redis_server.port}/0")
+        good.connect()
+        assert good.display_url == f"redis://edge:***@127.0.0.1:{redis_server.port}/0"
+        good.close()
+        bad = RedisBroker(f"redis://edge:wrong@127.0.0.1:{redis_server.port}/0")
+        with pytest.raises(BrokerConnectionError) as info:
+            bad.connect()
+        assert "wrong" not in str(info.value)
+    finally:
+        admin.execute_command("ACL", "DELUSER", "edge")
+        admin.close()
+
+
+def test_bad_url_and_unsupported_qos(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="bad Redis URL"):
+        RedisBroker("http://nope").connect()
+    b = RedisBroker(redis_url)
+    with pytest.raises(ConfigurationError, match="qos='sometimes'"):
+        b.subscribe(["a"], "b", "c", qos="sometimes")
+    b.close()
