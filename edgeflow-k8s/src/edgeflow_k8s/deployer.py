@@ -1,0 +1,126 @@
+"""`KubernetesDeployer`: load an app, build its image, render its manifests and apply them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeflow.errors import ConfigurationError
+
+from .manifests import RenderOptions, render
+from .names import k8s_name
+
+if TYPE_CHECKING:
+    from edgeflow.app import EdgeApp
+
+    from .cluster import Cluster
+
+__all__ = ["DeployPlan", "KubernetesDeployer", "to_yaml"]
+
+log = logging.getLogger("edgeflow.k8s")
+# Values that must never reach a manifest or a log; the pods read them from a Secret instead.
+SECRET_ENV = ("EDGEFLOW_TOKEN", "REDIS_URL", "DATA_REDIS_URL")
+
+
+def to_yaml(objects: Sequence[dict[str, Any]]) -> str:
+    """Return `objects` as one multi-document YAML text."""
+    import yaml
+
+    return yaml.safe_dump_all(list(objects), sort_keys=False, explicit_start=True, default_flow_style=False)
+
+
+@dataclass
+class DeployPlan:
+    """What one `edgeflow deploy` does: the app, where it goes, and its rendered objects."""
+
+    app: EdgeApp
+    app_file: Path
+    namespace: str
+    image: str
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def deployments(self) -> list[str]:
+        """Names of the Deployments, in apply order."""
+        return [o["metadata"]["name"] for o in self.objects if o["kind"] == "Deployment"]
+
+
+class KubernetesDeployer:
+    """Deploys an EdgeFlow app to a Kubernetes cluster (registered as the `kubernetes` deployer)."""
+
+    name = "kubernetes"
+
+    def plan(
+        self,
+        app_file: str | Path,
+        *,
+        image: str | None = None,
+        registry: str | None = None,
+        namespace: str | None = None,
+        env_secret: str | None = "edgeflow-env",
+        pull_secret: str | None = None,
+    ) -> DeployPlan:
+        """Load the app and render its objects; without `image`, name the one a build would push to `registry`."""
+        from edgeflow.loader import load_app
+
+        path = Path(app_file).resolve()
+        app = load_app(path)
+        ns = namespace or k8s_name(app.name, "app")
+        if image is None:
+            if not registry:
+                raise ConfigurationError("name a registry to push to with --registry REG, or an image with --image")
+            from .image import image_ref, unique_tag
+
+            image = image_ref(registry, k8s_name(app.name, "app"), unique_tag(_folder_digest(path.parent)))
+        options = RenderOptions(image, ns, path.name, env_secret, pull_secret)
+        plan = DeployPlan(app, path, ns, image, render(app, options))
+        leaked = [k for k in SECRET_ENV if os.environ.get(k)]
+        if leaked:
+            # Said by name only: the values stay out of logs and manifests.
+            log.warning(
+                "%s set here but not copied into the manifests; to give them to the pods, run: "
+                "kubectl -n %s create secret generic %s --from-literal=NAME=VALUE",
+                ", ".join(leaked),
+                ns,
+                env_secret or "edgeflow-env",
+            )
+        return plan
+
+    def with_image(self, plan: DeployPlan, image: str, env_secret: str | None, pull_secret: str | None) -> DeployPlan:
+        """Return `plan` rendered again for the image that was actually pushed."""
+        options = RenderOptions(image, plan.namespace, plan.app_file.name, env_secret, pull_secret)
+        return DeployPlan(plan.app, plan.app_file, plan.namespace, image, render(plan.app, options))
+
+    def apply(
+        self,
+        cluster: Cluster,
+        plan: DeployPlan,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        progress: Callable[[str], None] = print,
+        interval: float = 2.0,
+    ) -> list[str]:
+        """Apply every object, prune what main.py no longer declares, and wait for the rollouts."""
+        for obj in plan.objects:
+            cluster.apply(obj)
+        pruned = cluster.prune(plan.namespace, plan.app.name, plan.objects)
+        if wait:
+            progress(f"waiting for {len(plan.deployments)} deployments in namespace {plan.namespace}:")
+            cluster.wait(plan.namespace, plan.deployments, timeout, progress, interval)
+        return pruned
+
+
+def _folder_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*.py")):
+        if any(part.startswith(".") or part in ("__pycache__", "venv") for part in f.relative_to(folder).parts):
+            continue
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

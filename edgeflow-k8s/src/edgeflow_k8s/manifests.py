@@ -1,0 +1,304 @@
+"""Render an app as Kubernetes objects: plain dicts, one list per deploy, no text templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from edgeflow.broker import ServiceSpec
+from edgeflow.errors import ConfigurationError
+
+from .errors import InvalidNameError
+from .names import check_label_value, k8s_name, k8s_names
+from .telemetry import DEFAULT_PORT as METRICS_PORT
+
+if TYPE_CHECKING:
+    from edgeflow.app import EdgeApp, NodeSpec
+
+__all__ = [
+    "APP_DIR",
+    "FIELD_MANAGER",
+    "GRACE_SECONDS",
+    "INFRA_SELECTOR",
+    "RenderOptions",
+    "app_selector",
+    "render",
+]
+
+FIELD_MANAGER = "edgeflow"
+APP_DIR = "/app"
+# The runner stops a node within 5 s of SIGTERM; 10 s leaves room before the kubelet's SIGKILL.
+GRACE_SECONDS = 10
+INFRA_SELECTOR = {"edgeflow.io/role": "infra"}
+DEVICE_LABEL = "edgeflow.io/device"
+NODE_LABEL = "edgeflow.io/node"
+APP_LABEL = "edgeflow.io/app"
+GATEWAY_HTTP_PORT = 8000
+GATEWAY_TCP_PORT = 8080
+NODE_PORT_RANGE = range(30000, 32768)
+# The telemetry exporter in edgeflow_k8s.telemetry serves /metrics and /healthz in every node's pod.
+METRICS_EXPORTER = "k8s"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What a deploy adds to the app: where the image is, which namespace, which Secret holds credentials."""
+
+    image: str
+    namespace: str
+    app_file: str = "main.py"
+    env_secret: str | None = None
+    pull_secret: str | None = None
+
+
+def app_selector(app_name: str) -> str:
+    """Return the label selector that finds every object EdgeFlow deployed for `app_name`."""
+    return f"{APP_LABEL}={app_name},app.kubernetes.io/managed-by=edgeflow"
+
+
+def _labels(app: str, name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": app,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": app,
+        "app.kubernetes.io/managed-by": "edgeflow",
+        APP_LABEL: app,
+    }
+
+
+def _selector(app: str, name: str) -> dict[str, str]:
+    return {APP_LABEL: app, "app.kubernetes.io/name": name}
+
+
+def _meta(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(labels)}
+
+
+def _env(name: str, value: str | int) -> dict[str, str]:
+    return {"name": name, "value": str(value)}
+
+
+def _requests(cpu: str, memory: str) -> dict[str, Any]:
+    # Requests only: limits would OOM-kill a node on a burst of large frames, and edge machines differ a lot.
+    return {"requests": {"cpu": cpu, "memory": memory}}
+
+
+def _deployment(
+    meta: dict[str, Any], selector: dict[str, str], replicas: int, pod: dict[str, Any], annotations: dict[str, str]
+) -> dict[str, Any]:
+    template_meta: dict[str, Any] = {"labels": dict(meta["labels"])}
+    if annotations:
+        template_meta["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": template_meta, "spec": pod},
+        },
+    }
+
+
+def _redis(app: str, svc: ServiceSpec, namespace: str) -> list[dict[str, Any]]:
+    name = k8s_name(svc.name, "broker service")
+    labels = _labels(app, name, "broker")
+    labels["edgeflow.io/broker-role"] = check_label_value(svc.role, "broker role")
+    selector = _selector(app, name)
+    container = {
+        "name": "redis",
+        "image": svc.image,
+        # A pipeline's streams are transient: no snapshots, so a restart never replays stale frames.
+        "args": ["redis-server", "--port", str(svc.port), "--save", "", "--appendonly", "no"],
+        "ports": [{"name": "redis", "containerPort": svc.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "exec": {"command": ["redis-cli", "-p", str(svc.port), "ping"]},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {"tcpSocket": {"port": "redis"}, "initialDelaySeconds": 5, "periodSeconds": 10},
+        "resources": _requests("100m", "128Mi"),
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    pod = {
+        "nodeSelector": dict(INFRA_SELECTOR),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "containers": [container],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+    }
+    deployment = _deployment(_meta(name, namespace, labels), selector, 1, pod, {})
+    # One Redis with its data in an emptyDir: never two at once, so replace it rather than roll it.
+    deployment["spec"]["strategy"] = {"type": "Recreate"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "redis", "port": svc.port, "targetPort": "redis", "protocol": "TCP"}],
+        },
+    }
+    return [deployment, service]
+
+
+def _gateway_ports(spec: NodeSpec) -> tuple[int, int, int | None]:
+    tcp = int(spec.params.get("tcp_port", GATEWAY_TCP_PORT))
+    http = GATEWAY_HTTP_PORT  # the seed's WebInterface listens on settings.GATEWAY_HTTP_PORT, set below
+    node_port = spec.params.get("node_port")
+    if node_port is not None:
+        if not isinstance(node_port, int) or isinstance(node_port, bool) or node_port not in NODE_PORT_RANGE:
+            raise ConfigurationError(
+                f"node {spec.name!r}: node_port={node_port!r} must be an int from 30000 to 32767 "
+                "(the cluster's NodePort range)"
+            )
+    return tcp, http, node_port
+
+
+def _node(
+    app: EdgeApp, spec: NodeSpec, name: str, options: RenderOptions, env: list[dict[str, Any]], app_label: str
+) -> list[dict[str, Any]]:
+    labels = _labels(app_label, name, spec.type)
+    labels[NODE_LABEL] = spec.name
+    if spec.device:
+        labels[DEVICE_LABEL] = check_label_value(spec.device, f"node {spec.name!r}: device")
+    selector = _selector(app_label, name)
+    is_gateway = spec.type == "gateway"
+    env = [*env, _env("NODE_NAME", spec.name), _env("EDGEFLOW_METRICS", METRICS_EXPORTER)]
+    ports: list[dict[str, Any]] = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+    # Nodes serve no HTTP of their own; the k8s telemetry exporter answers /healthz while the runner reports.
+    readiness: dict[str, Any] = {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 5}
+    liveness: dict[str, Any] = {
+        "httpGet": {"path": "/healthz", "port": "metrics"},
+        "initialDelaySeconds": 15,
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    }
+    objects: list[dict[str, Any]] = []
+    if is_gateway:
+        tcp, http, node_port = _gateway_ports(spec)
+        env.append(_env("GATEWAY_HTTP_PORT", http))
+        ports += [
+            {"name": "http", "containerPort": http, "protocol": "TCP"},
+            {"name": "tcp", "containerPort": tcp, "protocol": "TCP"},
+        ]
+        # The gateway's WebInterface serves these two itself (edgeflow-web).
+        readiness = {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5}
+        liveness = {"httpGet": {"path": "/health", "port": "http"}, "initialDelaySeconds": 10, "periodSeconds": 10}
+        http_port: dict[str, Any] = {"name": "http", "port": http, "targetPort": "http", "protocol": "TCP"}
+        if node_port is not None:
+            http_port["nodePort"] = node_port
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": _meta(name, options.namespace, labels),
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": selector,
+                    "ports": [{"name": "tcp", "port": tcp, "targetPort": "tcp", "protocol": "TCP"}],
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": _meta(f"{name}-http", options.namespace, labels),
+                "spec": {"type": "NodePort", "selector": selector, "ports": [http_port]},
+            },
+        ]
+    container: dict[str, Any] = {
+        "name": "node",
+        "image": options.image,
+        "workingDir": APP_DIR,
+        # One replica per pod: Kubernetes scales the pods, so `--replicas 1` stops the runner from multiplying them.
+        "command": ["python", options.app_file, "--node", spec.name, "--replicas", "1"],
+        "env": env,
+        "ports": ports,
+        "readinessProbe": readiness,
+        "livenessProbe": liveness,
+        "resources": _requests("100m", "256Mi" if is_gateway else "128Mi"),
+    }
+    if options.env_secret:
+        # Credentials (REDIS_URL with a password, EDGEFLOW_TOKEN) come from a Secret, never from the manifest.
+        container["envFrom"] = [{"secretRef": {"name": options.env_secret, "optional": True}}]
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        # Service links would inject REDIS_PORT=tcp://... and break the integer port EdgeFlow expects.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "containers": [container],
+    }
+    node_selector = dict(INFRA_SELECTOR) if is_gateway else {}
+    if spec.device:
+        node_selector[DEVICE_LABEL] = spec.device
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if options.pull_secret:
+        pod["imagePullSecrets"] = [{"name": options.pull_secret}]
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    return [_deployment(_meta(name, options.namespace, labels), selector, spec.replicas, pod, annotations), *objects]
+
+
+def _gateway_host(app: EdgeApp, names: dict[str, str]) -> tuple[str, int]:
+    gateways = [s for s in app.nodes.values() if s.type == "gateway"]
+    fed = sorted({ln.target for ln in app.links if ln.transport == "tcp"})
+    if len(fed) > 1:
+        # The core's FrameSender reads one GATEWAY_HOST for every TCP link.
+        raise ConfigurationError(
+            f"TCP links go to {len(fed)} gateways ({', '.join(fed)}), but nodes reach one GATEWAY_HOST; "
+            "deploy one gateway per app, or link the others through Redis"
+        )
+    target = app.nodes[fed[0]] if fed else (gateways[0] if gateways else None)
+    if target is None:
+        return "", GATEWAY_TCP_PORT
+    return names[target.name], int(target.params.get("tcp_port", GATEWAY_TCP_PORT))
+
+
+def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
+    """Return the Namespace, the broker's Redis servers and one Deployment per node, ready to apply in order."""
+    namespace = options.namespace
+    if k8s_name(namespace, "namespace") != namespace:
+        raise InvalidNameError(
+            f"namespace {namespace!r} is not a Kubernetes name; use {k8s_name(namespace, 'namespace')!r}",
+            name=namespace,
+        )
+    if PurePosixPath(options.app_file).name != options.app_file:
+        raise ConfigurationError(f"app_file {options.app_file!r} must be a file name inside the app's folder")
+    app_label = check_label_value(app.name, "app name")
+    services = app.broker.services(app)
+    if not services:
+        raise ConfigurationError(
+            f"the broker {type(app.broker).__name__} names no servers to deploy (its broker_services hook answered "
+            "nothing); install the plugin that provides it"
+        )
+    service_names = [k8s_name(s.name, "broker service") for s in services]
+    gateway_services = [f"{k8s_name(s.name)}-http" for s in app.nodes.values() if s.type == "gateway"]
+    names = k8s_names(app.nodes, reserved=[*service_names, *gateway_services])
+    gateway_host, gateway_port = _gateway_host(app, names)
+
+    env: list[dict[str, Any]] = []
+    for svc, svc_name in zip(services, service_names, strict=True):
+        env += [_env(svc.host_env, svc_name), _env(svc.port_env, svc.port)]
+    if gateway_host:
+        env += [_env("GATEWAY_HOST", gateway_host), _env("GATEWAY_TCP_PORT", gateway_port)]
+    env.append(_env("PYTHONUNBUFFERED", "1"))
+
+    ns_labels = {"app.kubernetes.io/managed-by": "edgeflow", APP_LABEL: app_label}
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": ns_labels}}
+    ]
+    for svc in services:
+        objects += _redis(app_label, svc, namespace)
+    for spec in app.nodes.values():
+        objects += _node(app, spec, names[spec.name], options, env, app_label)
+    return objects
