@@ -306,6 +306,8 @@ def _message(exc: Any) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(getattr(exc, "status", None), int):  # an ApiException: its status line is the useful part
+        return f"{exc.status} {getattr(exc, 'reason', '')}".strip()  # type: ignore[attr-defined]
     # urllib3 wraps the cause several levels deep; the innermost message says "Connection refused" and the like.
     seen = exc
     while getattr(seen, "reason", None) is not None and isinstance(seen.reason, BaseException):
