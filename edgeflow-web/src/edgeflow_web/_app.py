@@ -83,6 +83,8 @@ def _topic_entry(status: dict[str, Any]) -> dict[str, Any]:
     entry = {k: status.get(k) for k in ("fps", "stream_fps", "frame_id", "timestamp", "viewers", "late", "encoded")}
     entry["kind"] = data.get("kind")
     entry["shape"] = data.get("shape")
+    if entry["kind"] not in ("image", None):
+        entry["data"] = data
     last = status.get("last_arrival")
     entry["age_s"] = round(time.time() - last, 3) if last else None
     return entry
