@@ -12,6 +12,7 @@ import redis
 
 from edgeflow import Frame, RedisBroker
 from edgeflow.errors import BrokerConnectionError, ConfigurationError
+from edgeflow.linker import Link
 
 
 @pytest.fixture
@@ -23,6 +24,10 @@ def broker(redis_url: str, app_name: str) -> Iterator[RedisBroker]:
     b.close()
 
 
+def rt(source: str, target: str, depth: int = 1) -> Link:
+    return Link(source, target, "realtime", "redis", depth)
+
+
 def drain(sub, want: int, timeout: float = 5.0) -> list[Frame]:  # type: ignore[no-untyped-def]
     got: list[Frame] = []
     deadline = time.monotonic() + timeout
@@ -32,8 +37,8 @@ def drain(sub, want: int, timeout: float = 5.0) -> list[Frame]:  # type: ignore[
 
 
 def test_fan_out_every_target_gets_every_frame(broker: RedisBroker) -> None:
-    subs = {t: broker.subscribe(["cam"], t, "c0") for t in ("det", "rec", "viz")}
-    pub = broker.publisher("cam", [(t, "realtime", 1) for t in subs])
+    subs = {t: broker.subscribe([rt("cam", t)], "c0") for t in ("det", "rec", "viz")}
+    pub = broker.publisher("cam", [rt("cam", t) for t in subs])
     for i in range(50):
         pub.publish(Frame(i, time.time(), {}, np.full((4, 4), i, np.uint8)))
         for sub in subs.values():
@@ -45,8 +50,8 @@ def test_fan_out_every_target_gets_every_frame(broker: RedisBroker) -> None:
 
 def test_replicas_share_the_work_without_duplicates(broker: RedisBroker) -> None:
     n = 400
-    pub = broker.publisher("cam", [("det", "realtime", n)])
-    subs = [broker.subscribe(["cam"], "det", f"replica-{i}") for i in range(2)]
+    pub = broker.publisher("cam", [rt("cam", "det", n)])
+    subs = [broker.subscribe([rt("cam", "det")], f"replica-{i}") for i in range(2)]
     seen: list[list[int]] = [[], []]
     done = threading.Event()
 
@@ -73,8 +78,8 @@ def test_replicas_share_the_work_without_duplicates(broker: RedisBroker) -> None
 
 
 def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: RedisBroker) -> None:
-    sub = broker.subscribe(["cam"], "slow", "c0")
-    pub = broker.publisher("cam", [("slow", "realtime", 1)])
+    sub = broker.subscribe([rt("cam", "slow")], "c0")
+    pub = broker.publisher("cam", [rt("cam", "slow", 1)])
     for i in range(10):
         pub.publish(Frame(i, time.time(), {}, b"x"))
     (newest,) = drain(sub, 1)
@@ -93,8 +98,8 @@ def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: Re
 
 def test_skips_are_counted_once_across_replicas(broker: RedisBroker) -> None:
     """Replicas take turns; frames the other replica took are not skips."""
-    a, b = broker.subscribe(["cam"], "det", "a"), broker.subscribe(["cam"], "det", "b")
-    pub = broker.publisher("cam", [("det", "realtime", 4)])
+    a, b = broker.subscribe([rt("cam", "det")], "a"), broker.subscribe([rt("cam", "det")], "b")
+    pub = broker.publisher("cam", [rt("cam", "det", 4)])
     for i in range(40):
         pub.publish(Frame(i, time.time(), {}, b"x"))
         reader = a if i % 2 else b
@@ -105,8 +110,8 @@ def test_skips_are_counted_once_across_replicas(broker: RedisBroker) -> None:
 
 
 def test_deeper_link_keeps_frames_for_a_slow_reader(broker: RedisBroker) -> None:
-    sub = broker.subscribe(["cam"], "det", "c0")
-    pub = broker.publisher("cam", [("det", "realtime", 5)])
+    sub = broker.subscribe([rt("cam", "det")], "c0")
+    pub = broker.publisher("cam", [rt("cam", "det", 5)])
     for i in range(8):
         pub.publish(Frame(i, time.time(), {}, b"x"))
     assert [f.frame_id for f in drain(sub, 5)] == [3, 4, 5, 6, 7]
@@ -114,8 +119,8 @@ def test_deeper_link_keeps_frames_for_a_slow_reader(broker: RedisBroker) -> None
 
 
 def test_corrupted_entry_is_rejected_and_counted(broker: RedisBroker) -> None:
-    sub = broker.subscribe(["cam"], "det", "c0")
-    pub = broker.publisher("cam", [("det", "realtime", 10)])
+    sub = broker.subscribe([rt("cam", "det")], "c0")
+    pub = broker.publisher("cam", [rt("cam", "det", 10)])
     broker.client.xadd(broker.stream_key("cam"), {"h": b"EF\x01garbage", "d": b"", "w": "x", "q": 1})
     pub.publish(Frame(1, time.time(), {}, b"ok"))
     got = drain(sub, 1)
@@ -124,8 +129,8 @@ def test_corrupted_entry_is_rejected_and_counted(broker: RedisBroker) -> None:
 
 
 def test_reader_recovers_when_its_stream_and_group_vanish(broker: RedisBroker) -> None:
-    sub = broker.subscribe(["cam"], "det", "c0")
-    pub = broker.publisher("cam", [("det", "realtime", 1)])
+    sub = broker.subscribe([rt("cam", "det")], "c0")
+    pub = broker.publisher("cam", [rt("cam", "det", 1)])
     broker.client.delete(broker.stream_key("cam"))
     assert sub.read(0.05) == []  # NOGROUP: the group is made again, nothing is lost that existed
     pub.publish(Frame(7, time.time(), {}, b"x"))
@@ -147,8 +152,8 @@ def test_control_plane_messages(broker: RedisBroker) -> None:
 def test_apps_sharing_a_redis_are_isolated(redis_url: str, broker: RedisBroker) -> None:
     other = RedisBroker(redis_url)
     other.bind(broker.namespace + "-other")
-    sub = other.subscribe(["cam"], "det", "c0")
-    broker.publisher("cam", [("det", "realtime", 1)]).publish(Frame(0, 0.0, {}, b"x"))
+    sub = other.subscribe([rt("cam", "det")], "c0")
+    broker.publisher("cam", [rt("cam", "det", 1)]).publish(Frame(0, 0.0, {}, b"x"))
     assert sub.read(0.1) == []
     other.close()
 
@@ -183,5 +188,5 @@ def test_bad_url_and_unsupported_qos(redis_url: str) -> None:
         RedisBroker("http://nope").connect()
     b = RedisBroker(redis_url)
     with pytest.raises(ConfigurationError, match="qos='sometimes'"):
-        b.subscribe(["a"], "b", "c", qos="sometimes")
+        b.subscribe([Link("a", "b", "sometimes")], "c")
     b.close()

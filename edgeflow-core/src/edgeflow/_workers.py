@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from .app import EdgeApp, NodeSpec
-from .broker import Broker, Publisher, Subscription
+from .broker import Broker, Delivery, Publisher, Subscription
 from .comms.tcp import FrameSender, FrameServer
 from .config import settings
-from .errors import BrokerError, ConfigurationError, FrameError, NodeError
+from .errors import BackpressureError, BrokerError, ConfigurationError, FrameError, NodeError
 from .frame import Frame, encode
+from .linker import Link
 from .nodes import FusionNode, GatewayNode, Node
 from .stats import NodeStats, StatsAggregator, StatsReporter
 from .sync import Synchronizer
@@ -66,13 +67,20 @@ class _Outage:
         self.stop = stop
         self.since: float | None = None
         self.delay = 0.1
+        self.next_try = 0.0
 
-    def failed(self, exc: BrokerError) -> None:
+    def failed(self, exc: BrokerError, *, wait: bool = True) -> None:
         if self.since is None:
             self.since = time.monotonic()
             self.logger.warning("broker unreachable, retrying with backoff: %s", exc)
-        self.stop.wait(self.delay)
+        self.next_try = time.monotonic() + self.delay
+        if wait:
+            self.stop.wait(self.delay)
         self.delay = min(self.delay * 2, 2.0)
+
+    def should_try(self) -> bool:
+        """False while a backoff after a failure has not run out."""
+        return self.since is None or time.monotonic() >= self.next_try
 
     def ok(self) -> None:
         if self.since is not None:
@@ -119,6 +127,8 @@ class Worker:
         self.publisher: Publisher | None = None
         self.senders: list[FrameSender] = []
         self.consumer_name = f"{socket.gethostname()}-{os.getpid()}-{replica}"
+        self.outage_dropped = 0
+        self.backpressure_since: float | None = None
 
     # Set-up -------------------------------------------------------------------------------------------
     def build(self) -> Node:
@@ -138,11 +148,17 @@ class Worker:
     def _open_outputs(self) -> None:
         app, name = self.ctx.app, self.spec.name
         links = app.links_from(name)
-        routes = [(ln.target, ln.qos, ln.depth) for ln in links if ln.transport == "redis"]
-        if not links:
-            routes = [("", "realtime", 1)]  # an unlinked output still exists as a topic others may read
-        if routes:
-            self.publisher = self.ctx.broker.publisher(name, [r for r in routes if r[0]] or routes)
+        redis_links = [ln for ln in links if ln.transport == "redis"]
+        # An unlinked output still exists as a realtime topic that others may read through input_topics.
+        if redis_links or not links:
+            while True:
+                try:
+                    self.publisher = self.ctx.broker.publisher(name, redis_links)
+                    break
+                except BrokerError as exc:
+                    if self.ctx.stop.is_set():
+                        raise
+                    self.outage.failed(exc)
         for ln in links:
             if ln.transport == "tcp":
                 gw = app.nodes[ln.target]
@@ -150,22 +166,51 @@ class Worker:
                 self.senders.append(FrameSender(settings.GATEWAY_HOST, port, name, settings.EDGEFLOW_TOKEN))
 
     def emit(self, frame: Frame) -> bool:
-        """Send `frame` on every output link; returns False when the broker was down (counted as failed)."""
+        """Send `frame` on every output link; False when the broker could not take it (counted)."""
         encoded = encode(frame)
         for sender in self.senders:
             sender.send(frame, encoded)
-        if self.publisher is not None:
-            while True:
-                try:
-                    self.publisher.publish(frame, encoded)
-                    self.outage.ok()
-                    break
-                except BrokerError as exc:
-                    if self.ctx.stop.is_set():
-                        return False
-                    self.outage.failed(exc)
+        if self.publisher is not None and not self._publish(frame, encoded):
+            return False
         self.stats.frames_out += 1
         return True
+
+    def _publish(self, frame: Frame, encoded: tuple[bytes, Any]) -> bool:
+        publisher = self.publisher
+        assert publisher is not None
+        durable = bool(getattr(publisher, "durable", False))
+        while True:
+            if not durable and not self.outage.should_try():
+                # Realtime only, broker down: this frame is stale by the time it is back. Drop it, counted.
+                self.outage_dropped += 1
+                return False
+            try:
+                publisher.publish(frame, encoded)
+                self.outage.ok()
+                if self.backpressure_since is not None:
+                    self.logger.info("%s: durable targets caught up after %.1fs", self.spec.name,
+                                     time.monotonic() - self.backpressure_since)  # fmt: skip
+                    self.backpressure_since = None
+                return True
+            except BackpressureError as exc:
+                if self.backpressure_since is None:
+                    self.backpressure_since = time.monotonic()
+                    self.logger.warning("%s", exc)
+                if self.ctx.stop.wait(0.02):
+                    break
+            except BrokerError as exc:
+                if self.ctx.stop.is_set():
+                    break
+                if not durable:
+                    self.outage_dropped += 1
+                    self.outage.failed(exc, wait=False)
+                    return False
+                # Durable: hold the frame in hand and retry; the producer waits, nothing is lost.
+                self.outage.failed(exc)
+        self.stats.failed += 1
+        self.errors(f"node {self.spec.name!r}: frame {frame.frame_id} not written: stopping while the broker "
+                    "could not take it")  # fmt: skip
+        return False
 
     def start(self) -> None:
         """Build the node and start its loop thread."""
@@ -211,7 +256,7 @@ class Worker:
         sent_dropped = sum(s.dropped for s in self.senders)
         if self.senders:
             self.stats.extra["gateway_dropped"] = sent_dropped
-        self.stats.dropped = self.input_dropped() + sent_dropped
+        self.stats.dropped = self.input_dropped() + sent_dropped + self.outage_dropped
 
 
 class ProducerWorker(Worker):
@@ -276,29 +321,33 @@ class _ReaderWorker(Worker):
     """Shared loop of the nodes that read from the broker."""
 
     sub: Subscription
+    last_error: str = ""
 
-    def inputs(self, node: Node) -> list[str]:
-        linked = [ln.source for ln in self.ctx.app.links_into(self.spec.name) if ln.transport == "redis"]
-        extra = list(getattr(node, "input_topics", None) or [])
-        for topic in extra:
-            if topic not in self.ctx.app.nodes:
+    def inputs(self, node: Node) -> list[Link]:
+        """The links this node reads: those into it, then `input_topics` not already linked, as realtime links."""
+        app, name = self.ctx.app, self.spec.name
+        links = [ln for ln in app.links_into(name) if ln.transport == "redis"]
+        for topic in getattr(node, "input_topics", None) or []:
+            if topic not in app.nodes:
                 raise ConfigurationError(
-                    f"node {self.spec.name!r}: input_topics names {topic!r}, which is not a node; "
-                    f"known nodes: {', '.join(sorted(self.ctx.app.nodes))}"
+                    f"node {name!r}: input_topics names {topic!r}, which is not a node; "
+                    f"known nodes: {', '.join(sorted(app.nodes))}"
                 )
-        return list(dict.fromkeys(linked + extra))
+            if all(ln.source != topic for ln in links):
+                links.append(Link(topic, name))
+        return links
 
     def run(self) -> None:
         node = self.build()
-        sources = self.inputs(node)
-        if not sources:
+        links = self.inputs(node)
+        if not links:
             raise ConfigurationError(
                 f"node {self.spec.name!r} has no inputs: link a node to it or set self.input_topics in configure()"
             )
         if self.spec.type != "sink":
             self._open_outputs()
-        self.prepare(node, sources)
-        self.sub = self._subscribe(sources)
+        self.prepare(node, list(dict.fromkeys(ln.source for ln in links)))
+        self.sub = self._subscribe(links)
         stop = self.ctx.stop
         while not stop.is_set():
             try:
@@ -307,19 +356,38 @@ class _ReaderWorker(Worker):
             except BrokerError as exc:
                 self.outage.failed(exc)
                 continue
-            for d in deliveries:
-                self.stats.received(d.frame.timestamp)
-                self.handle(node, d.source, d.frame)
-            if deliveries:
-                self.sub.ack(deliveries)
+            done: list[Delivery] = []
+            try:
+                for d in deliveries:
+                    if stop.is_set() and done:
+                        break  # stop taking work; unacknowledged durable frames go to a live replica
+                    self.stats.received(d.frame.timestamp)
+                    self._handle_with_retries(node, d)
+                    done.append(d)
+                if done:
+                    self.sub.ack(done)
+            except BrokerError as exc:
+                self.outage.failed(exc)  # unacknowledged frames are delivered again: at least once
             self.stats.rejected = self.sub.rejected
+            self.stats.extra["dead_letters"] = getattr(self.sub, "dead", 0)
             self.sync_counters()
         self.sub.close()
 
-    def _subscribe(self, sources: list[str]) -> Subscription:
+    def _handle_with_retries(self, node: Node, d: Delivery) -> None:
+        ok = self.handle(node, d.source, d.frame)
+        while not ok and d.qos == "durable":
+            if d.attempts >= d.max_attempts:
+                self.sub.dead_letter(d, self.last_error)
+                return
+            d.attempts += 1
+            if self.ctx.stop.wait(min(0.05 * d.attempts, 1.0)):
+                return  # not acknowledged by the caller either: a live replica takes it over
+            ok = self.handle(node, d.source, d.frame)
+
+    def _subscribe(self, links: list[Link]) -> Subscription:
         while True:
             try:
-                return self.ctx.broker.subscribe(sources, self.spec.name, self.consumer_name)
+                return self.ctx.broker.subscribe(links, self.consumer_name)
             except BrokerError as exc:
                 if self.ctx.stop.is_set():
                     raise
@@ -343,10 +411,8 @@ class _ReaderWorker(Worker):
             result = fn(arg)
         except Exception as exc:
             self.stats.failed += 1
-            self.errors(
-                f"node {self.spec.name!r}: process() raised on frame {frame.frame_id}: {type(exc).__name__}: {exc}",
-                exc,
-            )
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.errors(f"node {self.spec.name!r}: process() raised on frame {frame.frame_id}: {self.last_error}", exc)
             return False, None
         finally:
             node.current_frame = None
@@ -354,6 +420,7 @@ class _ReaderWorker(Worker):
         return True, result
 
     def send_result(self, result: Any, source: Frame) -> None:
+        """Send what `process()` returned, keeping the input frame's id and timestamp."""
         try:
             out = _as_output(self.spec.name, result, source, source.frame_id)
             if out is not None:
@@ -362,24 +429,26 @@ class _ReaderWorker(Worker):
             self.stats.failed += 1
             self.errors(f"node {self.spec.name!r}: result for frame {source.frame_id} not sent: {exc}")
 
-    def handle(self, node: Node, source: str, frame: Frame) -> None:
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        """Process one frame; False when the node's code raised."""
         raise NotImplementedError
 
 
 class ConsumerWorker(_ReaderWorker):
     """Calls `process(data)` for each frame and sends the result on."""
 
-    def handle(self, node: Node, source: str, frame: Frame) -> None:
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
         ok, result = self.call(node, node.process, frame.data, frame)  # type: ignore[attr-defined]
         if ok:
             self.send_result(result, frame)
+        return ok
 
 
 class SinkWorker(_ReaderWorker):
     """Calls `process(data)` for each frame; a sink sends nothing on."""
 
-    def handle(self, node: Node, source: str, frame: Frame) -> None:
-        self.call(node, node.process, frame.data, frame)  # type: ignore[attr-defined]
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        return self.call(node, node.process, frame.data, frame)[0]  # type: ignore[attr-defined]
 
 
 class FusionWorker(_ReaderWorker):
@@ -398,12 +467,14 @@ class FusionWorker(_ReaderWorker):
         sync = getattr(self, "sync", None)
         return sync.dropped if sync is not None else 0
 
-    def handle(self, node: Node, source: str, frame: Frame) -> None:
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        # A frame is handled once the synchronizer holds it; a failing match is counted, not retried.
         for match in self.sync.add(source, frame):
             first = min(match, key=lambda f: f.timestamp)
             ok, result = self.call(node, node.process, match, first)  # type: ignore[attr-defined]
             if ok:
                 self.send_result(result, first)
+        return True
 
 
 class GatewayWorker(Worker):

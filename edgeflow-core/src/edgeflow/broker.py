@@ -12,6 +12,7 @@ from .frame import Buffer, Frame
 
 if TYPE_CHECKING:
     from .app import EdgeApp
+    from .linker import Link
 
 __all__ = ["QOS", "Broker", "Delivery", "Listener", "Publisher", "ServiceSpec", "Subscription"]
 
@@ -38,7 +39,10 @@ class Delivery:
     frame: Frame
     entry_id: bytes = b""
     qos: str = "realtime"
+    #: How many times this frame has been tried, this delivery included.
     attempts: int = 1
+    #: Tries allowed before the frame goes to the dead-letter stream (durable links).
+    max_attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,7 +68,10 @@ class Subscription(ABC):
         """Return the next deliveries, waiting at most `timeout` seconds; empty when none came."""
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - realtime reads need no ack
-        """Acknowledge deliveries once processed."""
+        """Acknowledge deliveries once processed; a durable frame is never delivered again after this."""
+
+    def dead_letter(self, delivery: Delivery, error: str) -> None:  # noqa: B027
+        """Move a frame that kept failing to the target's dead-letter stream, with `error`, and acknowledge it."""
 
     def close(self) -> None:  # noqa: B027
         """Release the subscription's connection."""
@@ -112,12 +119,12 @@ class Broker(ABC):
         """Return True when the broker's servers answer."""
 
     @abstractmethod
-    def publisher(self, source: str, routes: Sequence[tuple[str, str, int]]) -> Publisher:
-        """Return a publisher for `source`; `routes` lists (target, qos, depth) for each broker-carried link."""
+    def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
+        """Return a publisher for `source` that feeds the broker-carried `links` out of it."""
 
     @abstractmethod
-    def subscribe(self, sources: Sequence[str], group: str, consumer: str, qos: str = "realtime") -> Subscription:
-        """Read the frames of `sources` as `consumer` of the group `group` (one group per target node)."""
+    def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
+        """Read the frames of the `links` into one target node, as `consumer` (one replica of it)."""
 
     @abstractmethod
     def emit(self, channel: str, message: bytes) -> None:

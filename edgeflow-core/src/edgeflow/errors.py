@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BackpressureError",
     "BrokerConnectionError",
     "BrokerError",
     "BrokerTimeoutError",
@@ -59,6 +60,10 @@ class BrokerError(EdgeFlowError):
 
 class BrokerConnectionError(BrokerError):
     """Raised when the broker's server can't be reached; EdgeFlow retries with backoff before raising it."""
+
+
+class BackpressureError(BrokerError):
+    """Raised when a durable link holds its maximum of unacknowledged frames; the producer waits and retries."""
 
 
 class BrokerTimeoutError(BrokerError):

@@ -27,6 +27,9 @@ class Link:
     qos: str = "realtime"
     transport: str = "redis"
     depth: int = 1
+    max_attempts: int = 3
+    claim_after: float = 15.0
+    max_len: int = 10_000
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def describe(self) -> dict[str, Any]:
@@ -42,13 +45,27 @@ class LinkBuilder:
         self._app = app
         self.source = source
 
-    def to(self, target: str, qos: str = "realtime", *, depth: int = 1, **options: Any) -> LinkBuilder:
+    def to(
+        self,
+        target: str,
+        qos: str = "realtime",
+        *,
+        depth: int = 1,
+        max_attempts: int = 3,
+        claim_after: float = 15.0,
+        max_len: int = 10_000,
+        **options: Any,
+    ) -> LinkBuilder:
         """Link this node to `target` and return a builder that links onward from `target`.
 
         Args:
             target: name of the receiving node.
-            qos: "realtime" (newest frame wins; a slow reader skips stale frames, counted) or "durable".
+            qos: "realtime" (newest frame wins; a slow reader skips stale frames, counted) or "durable"
+                (every frame reaches the target at least once, acknowledged after `process()` returns).
             depth: frames a realtime link keeps for a slow reader before older ones are skipped.
+            max_attempts: durable: tries of a failing frame before it goes to the dead-letter stream.
+            claim_after: durable: seconds a frame may sit with a silent replica before a live one takes it over.
+            max_len: durable: frames the link holds unacknowledged before the producer blocks (backpressure).
         """
         app = self._app
         app._require_node(target, "link")
@@ -70,6 +87,14 @@ class LinkBuilder:
                 source=self.source,
                 target=target,
             )
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise LinkError(f"max_attempts must be an int >= 1 for {self.source} -> {target}, got {max_attempts!r}")
+        if not isinstance(claim_after, (int, float)) or not 0.05 <= claim_after <= 3600:
+            raise LinkError(
+                f"claim_after must be 0.05 to 3600 seconds for {self.source} -> {target}, got {claim_after!r}"
+            )
+        if not isinstance(max_len, int) or max_len < 2:
+            raise LinkError(f"max_len must be an int >= 2 for {self.source} -> {target}, got {max_len!r}")
         transport = "tcp" if dst.type == "gateway" else "redis"
         if transport == "tcp" and qos == "durable":
             raise LinkError(
@@ -78,7 +103,9 @@ class LinkBuilder:
                 source=self.source,
                 target=target,
             )
-        link = Link(self.source, target, qos, transport, depth, dict(options))
+        link = Link(
+            self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options)
+        )
         for existing in app.links:
             if existing.source == self.source and existing.target == target:
                 if existing == link:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,20 @@ from redis.retry import Retry
 
 from ..broker import Broker, Delivery, Listener, Publisher, ServiceSpec, Subscription
 from ..config import redact_url, settings
-from ..errors import BrokerConnectionError, BrokerError, BrokerTimeoutError, ConfigurationError, FrameError
+from ..errors import (
+    BackpressureError,
+    BrokerConnectionError,
+    BrokerError,
+    BrokerTimeoutError,
+    ConfigurationError,
+    FrameError,
+)
 from ..frame import Buffer, Frame, decode, encode
 from ..hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ..app import EdgeApp
+    from ..linker import Link
 
 __all__ = ["RedisBroker"]
 
@@ -47,6 +56,8 @@ redis.call('EXPIRE', KEYS[1], 86400)
 return skipped
 """
 
+_TRIM_EVERY = 64
+_DEAD_MAXLEN = 10_000
 _CONN_ERRORS = (redis.ConnectionError, ConnectionError, OSError)
 
 
@@ -69,6 +80,8 @@ class RedisBroker(Broker):
     """The default broker: frames on Redis Streams, statistics on Redis Pub/Sub."""
 
     name = "redis"
+    #: True when payloads live outside the stream entries and must be freed when entries are trimmed.
+    frees_payloads = False
 
     def __init__(self, url: str | None = None, *, host: str | None = None, port: int | None = None, **options: Any):
         super().__init__()
@@ -130,8 +143,8 @@ class RedisBroker(Broker):
             raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
 
     @property
-    def client(self) -> redis.Redis:
-        """The control-plane client, connected on first use."""
+    def client(self) -> Any:
+        """The control-plane `redis.Redis` client, connected on first use (typed loosely: its replies vary)."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -168,8 +181,16 @@ class RedisBroker(Broker):
         """Return the stream that carries `source`'s frames on links of `qos`."""
         return self.key("rt" if qos == "realtime" else "dur", source)
 
+    def dead_key(self, target: str) -> str:
+        """Return the dead-letter stream of the node `target`."""
+        return self.key("dead", target)
+
+    def replay_key(self, target: str) -> str:
+        """Return the stream from which `target` takes replayed dead letters."""
+        return self.key("replay", target)
+
     # Payload placement: the steps a data plane overrides ----------------------------------------------
-    def _payload_fields(self, header: bytes, payload: Buffer, routes: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
+    def _payload_fields(self, header: bytes, payload: Buffer, links: Sequence[Link]) -> dict[str, Any]:
         """Return the stream-entry fields that carry `payload`; inline here, a reference in a data plane."""
         return {"h": header, "d": payload}
 
@@ -178,21 +199,30 @@ class RedisBroker(Broker):
         payload: Buffer = fields.get(b"d", b"")
         return payload
 
-    # Frames -----------------------------------------------------------------------------------------------
-    def publisher(self, source: str, routes: Sequence[tuple[str, str, int]]) -> Publisher:
-        """Return a publisher that writes `source`'s frames to its realtime (and durable) streams."""
-        return _RedisPublisher(self, source, routes)
+    def _payload_done(self, fields_list: Sequence[dict[bytes, Any]]) -> None:
+        """Called when durable entries are trimmed: every target acknowledged them (a data plane frees them)."""
 
-    def subscribe(self, sources: Sequence[str], group: str, consumer: str, qos: str = "realtime") -> Subscription:
-        """Read `sources` as `consumer` in the group `group`, creating the groups as needed."""
-        if qos != "realtime":
-            raise ConfigurationError(f"qos={qos!r} is not supported by this version of RedisBroker; use 'realtime'")
-        return _RedisSubscription(self, list(sources), group, consumer, qos)
+    # Frames -----------------------------------------------------------------------------------------------
+    def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
+        """Return a publisher that writes `source`'s frames to its realtime and durable streams."""
+        return _RedisPublisher(self, source, links)
+
+    def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
+        """Read the `links` into one target as `consumer`, creating the consumer groups as needed."""
+        for ln in links:
+            if ln.qos not in ("realtime", "durable"):
+                raise ConfigurationError(f"qos={ln.qos!r} on {ln.source} -> {ln.target}; use 'realtime' or 'durable'")
+        if len({ln.target for ln in links}) != 1:
+            raise ConfigurationError("subscribe() takes the links into one target node")
+        return _RedisSubscription(self, list(links), consumer)
 
     def ensure_group(self, source: str, group: str, qos: str = "realtime") -> None:
         """Create the consumer group `group` on `source`'s stream if it does not exist."""
+        self._ensure_group_key(self.stream_key(source, qos), group)
+
+    def _ensure_group_key(self, key: str, group: str) -> None:
         try:
-            self.client.xgroup_create(self.stream_key(source, qos), group, id="$", mkstream=True)
+            self.client.xgroup_create(key, group, id="$", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise _translate(exc, self.display_url) from exc
@@ -200,15 +230,62 @@ class RedisBroker(Broker):
             raise _translate(exc, self.display_url) from exc
 
     def link_depth(self, source: str, group: str) -> int | None:
-        """Return how many entries of `source` wait for `group` (Redis 7's lag), or None."""
-        try:
-            for info in self.client.xinfo_groups(self.stream_key(source)):
+        """Return how many entries of `source` wait for `group` (Redis 7's lag plus unacknowledged), or None."""
+        total: int | None = None
+        for qos in ("realtime", "durable"):
+            try:
+                infos = self.client.xinfo_groups(self.stream_key(source, qos))
+            except redis.RedisError:
+                continue
+            for info in infos:
                 if info.get("name") in (group, group.encode()):
                     lag = info.get("lag")
-                    return None if lag is None else int(lag)
-        except redis.RedisError:
-            return None
-        return None
+                    pending = int(info.get("pending") or 0) if qos == "durable" else 0
+                    total = (total or 0) + (int(lag) if lag is not None else 0) + pending
+        return total
+
+    def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
+        """Return up to `count` dead letters of `target`, oldest first: id, source, frame_id, attempts, error."""
+        try:
+            entries = self.client.xrange(self.dead_key(target), count=count)
+        except redis.RedisError as exc:
+            raise _translate(exc, self.display_url) from exc
+        out = []
+        for entry_id, fields in entries:
+            info: dict[str, Any] = {
+                "id": entry_id.decode(),
+                "source": fields.get(b"s", b"").decode(),
+                "attempts": int(fields.get(b"a", b"0")),
+                "error": fields.get(b"e", b"").decode(errors="replace"),
+            }
+            try:
+                frame = decode(fields[b"h"], self._payload_from_fields(fields))
+                info["frame_id"], info["timestamp"] = frame.frame_id, frame.timestamp
+            except (FrameError, KeyError):
+                info["frame_id"] = None
+            out.append(info)
+        return out
+
+    def replay_dead_letters(self, target: str, ids: Sequence[str] | None = None) -> int:
+        """Give dead letters of `target` (all, or those `ids`) back to it once more; return how many."""
+        dead = self.dead_key(target)
+        try:
+            if ids:
+                entries = []
+                for i in ids:
+                    entries.extend(self.client.xrange(dead, min=i, max=i))
+            else:
+                entries = self.client.xrange(dead)
+            self._ensure_group_key(self.replay_key(target), target)
+            for entry_id, fields in entries:
+                pipe = self.client.pipeline(transaction=True)
+                keep = {k: v for k, v in fields.items() if k not in (b"e", b"a")}
+                pipe.xadd(self.replay_key(target), keep, maxlen=_DEAD_MAXLEN, approximate=True)
+                pipe.xdel(dead, entry_id)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise _translate(exc, self.display_url) from exc
+        return len(entries)
 
     # Control plane ------------------------------------------------------------------------------------------
     def emit(self, channel: str, message: bytes) -> None:
@@ -224,98 +301,278 @@ class RedisBroker(Broker):
 
 
 class _RedisPublisher(Publisher):
-    def __init__(self, broker: RedisBroker, source: str, routes: Sequence[tuple[str, str, int]]) -> None:
+    def __init__(self, broker: RedisBroker, source: str, links: Sequence[Link]) -> None:
         self.broker = broker
-        self.routes = list(routes)
+        self.source = source
+        self.links = list(links)
         self.writer = secrets.token_hex(4)
         self.seq = 0
-        self.streams: list[tuple[str, int]] = []
-        rt_depth = max((d for _, q, d in self.routes if q == "realtime"), default=0)
-        if rt_depth:
-            self.streams.append((broker.stream_key(source, "realtime"), rt_depth))
-        # Groups exist before the first frame so that a target started later still finds its place.
-        for target, qos, _ in self.routes:
-            broker.ensure_group(source, target, qos)
+        rt = [ln for ln in self.links if ln.qos == "realtime"]
+        dur = [ln for ln in self.links if ln.qos == "durable"]
+        self.rt_key = broker.stream_key(source, "realtime") if rt or not self.links else None
+        self.rt_depth = max((ln.depth for ln in rt), default=1)
+        self.dur_key = broker.stream_key(source, "durable") if dur else None
+        self.dur_cap = min((ln.max_len for ln in dur), default=0)
+        self.durable = bool(dur)
+        self._dur_len = 0
+        self._since_trim = 0
+        # Groups exist before the first frame, so a target that starts later still gets every durable frame.
+        for ln in self.links:
+            broker.ensure_group(source, ln.target, ln.qos)
 
     def publish(self, frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> None:
+        if self.dur_key is not None and self._dur_len >= self.dur_cap:
+            self._wait_for_room()
         header, payload = encoded or encode(frame)
-        self.seq += 1
-        fields: dict[Any, Any] = self.broker._payload_fields(header, payload, self.routes)
+        fields: dict[Any, Any] = self.broker._payload_fields(header, payload, self.links)
         fields["w"] = self.writer
-        fields["q"] = self.seq
-        client = self.broker.client
+        fields["q"] = self.seq + 1
+        client: Any = self.broker.client
         try:
-            if len(self.streams) == 1:
-                key, depth = self.streams[0]
-                client.xadd(key, fields, maxlen=depth, approximate=False)
+            if self.dur_key is None and self.rt_key is not None:
+                client.xadd(self.rt_key, fields, maxlen=self.rt_depth, approximate=False)
             else:
                 pipe = client.pipeline(transaction=False)
-                for key, depth in self.streams:
-                    pipe.xadd(key, fields, maxlen=depth, approximate=False)
-                pipe.execute()
+                if self.rt_key is not None:
+                    pipe.xadd(self.rt_key, fields, maxlen=self.rt_depth, approximate=False)
+                pipe.xadd(self.dur_key, fields)
+                pipe.xlen(self.dur_key)
+                self._dur_len = int(pipe.execute()[-1])
+                self._since_trim += 1
+                if self._since_trim >= _TRIM_EVERY or self._dur_len >= self.dur_cap:
+                    self.trim()
         except redis.RedisError as exc:
             raise _translate(exc, self.broker.display_url) from exc
+        self.seq += 1
+
+    def trim(self) -> int:
+        """Delete durable entries that every target acknowledged; return the stream's length after."""
+        assert self.dur_key is not None
+        self._since_trim = 0
+        client: Any = self.broker.client
+        key = self.dur_key
+        safe: bytes | None = None
+        for info in client.xinfo_groups(key):
+            name = info["name"]
+            if int(info.get("pending") or 0):
+                summary = client.xpending(key, name)
+                low = summary.get("min")
+            else:
+                low = info.get("last-delivered-id")
+            if low is None:
+                continue
+            low = low if isinstance(low, bytes) else str(low).encode()
+            if safe is None or _id_lt(low, safe):
+                safe = low
+        if safe is not None and safe != b"0-0":
+            if self.broker.frees_payloads:
+                gone = client.xrange(key, max=b"(" + safe, count=10_000)
+                self.broker._payload_done([f for _, f in gone])
+            client.xtrim(key, minid=safe, approximate=False)
+        self._dur_len = int(client.xlen(key))
+        return self._dur_len
+
+    def _wait_for_room(self) -> None:
+        try:
+            if self.trim() < self.dur_cap:
+                return
+        except redis.RedisError as exc:
+            raise _translate(exc, self.broker.display_url) from exc
+        raise BackpressureError(
+            f"durable links out of {self.source!r} hold {self._dur_len} unacknowledged frames (max_len "
+            f"{self.dur_cap}); the producer waits for its targets to catch up",
+            url=self.broker.display_url,
+        )
+
+
+def _id_lt(a: bytes, b: bytes) -> bool:
+    ams, _, aseq = a.partition(b"-")
+    bms, _, bseq = b.partition(b"-")
+    return (int(ams), int(aseq or 0)) < (int(bms), int(bseq or 0))
 
 
 class _RedisSubscription(Subscription):
-    def __init__(self, broker: RedisBroker, sources: list[str], group: str, consumer: str, qos: str) -> None:
+    def __init__(self, broker: RedisBroker, links: list[Link], consumer: str) -> None:
         self.broker = broker
-        self.sources = sources
-        self.group = group
+        self.links = links
+        self.group = links[0].target
         self.consumer = consumer
-        self.qos = qos
         self.skipped = 0
         self.rejected = 0
-        self._keys = {broker.stream_key(s, qos): s for s in sources}
-        self._seen_keys = {s: broker.key("seen", s, group) for s in sources}
+        self.dead = 0
+        # stream key -> (source, qos, link)
+        self._streams: dict[str, tuple[str, str, Link | None]] = {}
+        for ln in links:
+            self._streams[broker.stream_key(ln.source, ln.qos)] = (ln.source, ln.qos, ln)
+        durable = [ln for ln in links if ln.qos == "durable"]
+        if durable:
+            self._streams[broker.replay_key(self.group)] = ("", "durable", None)
+        self.max_attempts = max((ln.max_attempts for ln in durable), default=1)
+        self.claim_after = min((ln.claim_after for ln in durable), default=0.0)
+        self._seen_keys = {ln.source: broker.key("seen", ln.source, self.group) for ln in links}
         self._pending_notes: dict[str, list[Any]] = {}
+        self._pending_acks: dict[str, list[bytes]] = {}
+        self._next_claim = time.monotonic() + (self.claim_after / 2 if durable else float("inf"))
+        self._batch = 16 if durable else 1
         self._create_groups()
 
     def _create_groups(self) -> None:
-        for s in self.sources:
-            self.broker.ensure_group(s, self.group, self.qos)
+        for key in self._streams:
+            self.broker._ensure_group_key(key, self.group)
+
+    def _decode(self, key: str, entry_id: bytes, fields: dict[bytes, Any], attempts: int) -> Delivery | None:
+        source, qos, _ = self._streams[key]
+        if not source:  # a replayed dead letter names its source
+            source = fields.get(b"s", b"").decode()
+        try:
+            frame = decode(fields[b"h"], self.broker._payload_from_fields(fields))
+        except (FrameError, KeyError) as exc:
+            self.rejected += 1
+            log.warning("%s: rejected a bad frame from %r (entry %s): %s", self.group, source, entry_id, exc)
+            if qos == "durable":
+                self._pending_acks.setdefault(key, []).append(entry_id)
+            return None
+        return Delivery(source, frame, entry_id, qos, attempts, self.max_attempts if qos == "durable" else 1,
+                        {"key": key})  # fmt: skip
 
     def read(self, timeout: float) -> list[Delivery]:
-        client = self.broker.client
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + max(self.claim_after / 2, 0.05)
+            claimed = self._claim()
+            if claimed:
+                return claimed
+        client: Any = self.broker.client
         block_ms = max(1, int(timeout * 1000))
         pipe = client.pipeline(transaction=False)
-        notes = self._pending_notes
-        self._pending_notes = {}
+        notes, self._pending_notes = self._pending_notes, {}
+        acks, self._pending_acks = self._pending_acks, {}
         for source, args in notes.items():
             pipe.eval(_NOTE_SKIPS, 1, self._seen_keys[source], *args)
-        pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(self._keys, ">"), count=1, block=block_ms, noack=True)
+        for key, ids in acks.items():
+            pipe.xack(key, self.group, *ids)
+        pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(self._streams, ">"), count=self._batch,
+                        block=block_ms)  # fmt: skip
         try:
             results = pipe.execute()
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
-                # Redis restarted without its data or the stream was deleted: make our place again.
+                # Redis restarted without its data, or a stream was deleted: make our place again.
                 self._create_groups()
                 return []
             raise _translate(exc, self.broker.display_url) from exc
         except redis.RedisError as exc:
+            # Acks not sent are sent again with the next read; a durable frame is at worst delivered twice.
+            for key, ids in acks.items():
+                self._pending_acks.setdefault(key, [])[:0] = ids
             raise _translate(exc, self.broker.display_url) from exc
-        for n in results[:-1]:
+        for n in results[: len(notes)]:
             self.skipped += int(n)
         out: list[Delivery] = []
-        for key, entries in results[-1] or []:
-            source = self._keys[key.decode() if isinstance(key, bytes) else key]
+        for raw_key, entries in results[-1] or []:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            source, qos, _ = self._streams[key]
             for entry_id, fields in entries:
+                if qos == "realtime":
+                    self._pending_acks.setdefault(key, []).append(entry_id)
                 if not fields:
                     continue  # trimmed between delivery and read
                 writer, seq = fields.get(b"w"), fields.get(b"q")
-                if writer is not None and seq is not None:
+                if qos == "realtime" and writer is not None and seq is not None:
                     self._pending_notes.setdefault(source, []).extend((writer, seq))
-                try:
-                    frame = decode(fields[b"h"], self.broker._payload_from_fields(fields))
-                except (FrameError, KeyError) as exc:
-                    self.rejected += 1
-                    log.warning("rejected a bad frame from %r (entry %s): %s", source, entry_id, exc)
-                    continue
-                out.append(Delivery(source, frame, entry_id, self.qos))
+                d = self._decode(key, entry_id, fields, 1)
+                if d is not None:
+                    out.append(d)
         return out
 
+    def _claim(self) -> list[Delivery]:
+        """Take over durable frames that sat too long with a replica that went silent."""
+        client: Any = self.broker.client
+        idle_ms = int(self.claim_after * 1000)
+        out: list[Delivery] = []
+        try:
+            for key, (_, qos, _) in self._streams.items():
+                if qos != "durable":
+                    continue
+                pending = client.xpending_range(key, self.group, min="-", max="+", count=32, idle=idle_ms)
+                if not pending:
+                    continue
+                ids = [p["message_id"] for p in pending]
+                times = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+                claimed = client.xclaim(key, self.group, self.consumer, idle_ms, ids)
+                for entry_id, fields in claimed:
+                    if not fields:
+                        client.xack(key, self.group, entry_id)
+                        continue
+                    d = self._decode(key, entry_id, fields, times.get(entry_id, 1) + 1)
+                    if d is None:
+                        continue
+                    if times.get(entry_id, 1) >= self.max_attempts:
+                        # Delivered max_attempts times and never acknowledged: it keeps killing its reader.
+                        self.dead_letter(d, f"not acknowledged after {times[entry_id]} deliveries (reader died?)")
+                        continue
+                    log.info("%s: took over frame %s of %r from a silent replica", self.group, d.frame.frame_id,
+                             d.source)  # fmt: skip
+                    out.append(d)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                self._create_groups()
+                return out
+            raise _translate(exc, self.broker.display_url) from exc
+        except redis.RedisError as exc:
+            raise _translate(exc, self.broker.display_url) from exc
+        return out
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        by_key: dict[str, list[bytes]] = {}
+        for d in deliveries:
+            if d.qos == "durable":
+                by_key.setdefault(d.extra["key"], []).append(d.entry_id)
+        if not by_key:
+            return
+        try:
+            pipe = self.broker.client.pipeline(transaction=False)
+            for key, ids in by_key.items():
+                pipe.xack(key, self.group, *ids)
+            pipe.execute()
+        except redis.RedisError as exc:
+            for key, ids in by_key.items():
+                self._pending_acks.setdefault(key, []).extend(ids)
+            raise _translate(exc, self.broker.display_url) from exc
+
+    def dead_letter(self, delivery: Delivery, error: str) -> None:
+        key = delivery.extra["key"]
+        client: Any = self.broker.client
+        fields = client.xrange(key, min=delivery.entry_id, max=delivery.entry_id)
+        entry = fields[0][1] if fields else {}
+        letter: dict[Any, Any] = {k: v for k, v in entry.items() if k in (b"h", b"d", b"r", b"p")}
+        letter.update({"s": delivery.source, "e": error[:2000], "a": delivery.attempts, "i": delivery.entry_id})
+        try:
+            pipe = client.pipeline(transaction=True)
+            pipe.xadd(self.broker.dead_key(self.group), letter, maxlen=_DEAD_MAXLEN, approximate=True)
+            pipe.xack(key, self.group, delivery.entry_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise _translate(exc, self.broker.display_url) from exc
+        self.dead += 1
+        log.error("%s: frame %s of %r failed %d times and went to the dead-letter stream %s: %s", self.group,
+                  delivery.frame.frame_id, delivery.source, delivery.attempts, self.broker.dead_key(self.group),
+                  error)  # fmt: skip
+
     def close(self) -> None:
-        self._pending_notes.clear()
+        notes, acks = self._pending_notes, self._pending_acks
+        if notes or acks:
+            try:
+                pipe = self.broker.client.pipeline(transaction=False)
+                for source, args in notes.items():
+                    pipe.eval(_NOTE_SKIPS, 1, self._seen_keys[source], *args)
+                for key, ids in acks.items():
+                    pipe.xack(key, self.group, *ids)
+                for n in pipe.execute()[: len(notes)]:
+                    self.skipped += int(n)
+            except redis.RedisError:
+                pass  # the broker is gone: these were realtime notes and acks, nothing held for a target
+        self._pending_notes = {}
+        self._pending_acks = {}
 
 
 class _RedisListener(Listener):
@@ -327,7 +584,7 @@ class _RedisListener(Listener):
     def get(self, timeout: float) -> bytes | None:
         try:
             if self._pubsub is None:
-                self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
                 self._pubsub.subscribe(self.channel)
             msg = self._pubsub.get_message(timeout=timeout)
         except redis.RedisError as exc:
