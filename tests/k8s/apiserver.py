@@ -276,7 +276,8 @@ class FakeKubernetes:
         }
 
     def _delete(self, kind: str, ns: str, name: str) -> tuple[int, Any]:
-        if self.objects.pop((kind, ns, name), None) is None:
+        gone = self.objects.pop((kind, ns, name), None)
+        if gone is None:
             return 404, _status(404, "NotFound", f"{kind.lower()} {name} not found")
         if kind == "Deployment":
             for key in [k for k, v in self.objects.items() if k[0] == "Pod" and _owner(v) == name]:
@@ -284,6 +285,11 @@ class FakeKubernetes:
         if kind == "Namespace":
             for key in [k for k in self.objects if k[1] == name]:
                 del self.objects[key]
+        # As the real API server: a Service comes back as the deleted object, a Namespace as Terminating.
+        if kind == "Service":
+            return 200, gone
+        if kind == "Namespace":
+            return 200, {**gone, "status": {"phase": "Terminating"}}
         return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
 
     def _log(self, ns: str, pod: str, query: dict[str, str]) -> tuple[int, Any]:

@@ -133,7 +133,9 @@ class Cluster:
         self._call(kind, "patch", *args, obj, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
         log.info("applied %s/%s", kind.lower(), meta["name"])
 
-    def prune(self, namespace: str, app: str, keep: Iterable[dict[str, Any]]) -> list[str]:
+    def prune(
+        self, namespace: str, app: str, keep: Iterable[dict[str, Any]], why: str = "no longer in the app"
+    ) -> list[str]:
         """Delete this app's Deployments and Services that are not in `keep` (nodes removed from main.py)."""
         wanted = {(o["kind"], o["metadata"]["name"]) for o in keep}
         removed: list[str] = []
@@ -143,7 +145,7 @@ class Cluster:
                 if (kind, item.metadata.name) not in wanted:
                     self._call(kind, "delete", item.metadata.name, namespace, propagation_policy="Background")
                     removed.append(f"{kind.lower()}/{item.metadata.name}")
-                    log.info("pruned %s/%s (no longer in the app)", kind.lower(), item.metadata.name)
+                    log.info("deleted %s/%s (%s)", kind.lower(), item.metadata.name, why)
         return removed
 
     def rollout(self, namespace: str, name: str) -> RolloutState:
@@ -274,7 +276,7 @@ class Cluster:
 
     def delete_app(self, namespace: str, app: str, keep_namespace: bool) -> list[str]:
         """Delete the app's Deployments and Services, then its Namespace when EdgeFlow created it."""
-        removed = self.prune(namespace, app, keep=[])
+        removed = self.prune(namespace, app, keep=[], why="edgeflow delete")
         if not keep_namespace:
             ns = self._call("Namespace", "read", namespace)
             labels = ns.metadata.labels or {}
