@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,15 +13,6 @@ import redis
 from edgeflow import Frame, RedisBroker
 from edgeflow.errors import BrokerConnectionError, ConfigurationError
 from edgeflow.linker import Link
-
-
-@pytest.fixture
-def broker(redis_url: str, app_name: str) -> Iterator[RedisBroker]:
-    b = RedisBroker(redis_url)
-    b.bind(app_name)
-    b.connect()
-    yield b
-    b.close()
 
 
 def rt(source: str, target: str, depth: int = 1) -> Link:
@@ -36,7 +27,7 @@ def drain(sub, want: int, timeout: float = 5.0) -> list[Frame]:  # type: ignore[
     return got
 
 
-def test_fan_out_every_target_gets_every_frame(broker: RedisBroker) -> None:
+def test_fan_out_every_target_gets_every_frame(broker: Any) -> None:
     subs = {t: broker.subscribe([rt("cam", t)], "c0") for t in ("det", "rec", "viz")}
     pub = broker.publisher("cam", [rt("cam", t) for t in subs])
     for i in range(50):
@@ -48,7 +39,7 @@ def test_fan_out_every_target_gets_every_frame(broker: RedisBroker) -> None:
     assert all(s.skipped == 0 for s in subs.values())
 
 
-def test_replicas_share_the_work_without_duplicates(broker: RedisBroker) -> None:
+def test_replicas_share_the_work_without_duplicates(broker: Any) -> None:
     n = 400
     pub = broker.publisher("cam", [rt("cam", "det", n)])
     subs = [broker.subscribe([rt("cam", "det")], f"replica-{i}") for i in range(2)]
@@ -77,7 +68,7 @@ def test_replicas_share_the_work_without_duplicates(broker: RedisBroker) -> None
     assert set(seen[0]).isdisjoint(seen[1])
 
 
-def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: RedisBroker) -> None:
+def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: Any) -> None:
     sub = broker.subscribe([rt("cam", "slow")], "c0")
     pub = broker.publisher("cam", [rt("cam", "slow", 1)])
     for i in range(10):
@@ -96,7 +87,7 @@ def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: Re
     assert sub.skipped == 4
 
 
-def test_skips_are_counted_once_across_replicas(broker: RedisBroker) -> None:
+def test_skips_are_counted_once_across_replicas(broker: Any) -> None:
     """Replicas take turns; frames the other replica took are not skips."""
     a, b = broker.subscribe([rt("cam", "det")], "a"), broker.subscribe([rt("cam", "det")], "b")
     pub = broker.publisher("cam", [rt("cam", "det", 4)])
@@ -109,7 +100,7 @@ def test_skips_are_counted_once_across_replicas(broker: RedisBroker) -> None:
     assert a.skipped + b.skipped == 0
 
 
-def test_deeper_link_keeps_frames_for_a_slow_reader(broker: RedisBroker) -> None:
+def test_deeper_link_keeps_frames_for_a_slow_reader(broker: Any) -> None:
     sub = broker.subscribe([rt("cam", "det")], "c0")
     pub = broker.publisher("cam", [rt("cam", "det", 5)])
     for i in range(8):
@@ -118,7 +109,7 @@ def test_deeper_link_keeps_frames_for_a_slow_reader(broker: RedisBroker) -> None
     assert broker.link_depth("cam", "det") == 0
 
 
-def test_corrupted_entry_is_rejected_and_counted(broker: RedisBroker) -> None:
+def test_corrupted_entry_is_rejected_and_counted(broker: Any) -> None:
     sub = broker.subscribe([rt("cam", "det")], "c0")
     pub = broker.publisher("cam", [rt("cam", "det", 10)])
     broker.client.xadd(broker.stream_key("cam"), {"h": b"EF\x01garbage", "d": b"", "w": "x", "q": 1})
@@ -128,7 +119,7 @@ def test_corrupted_entry_is_rejected_and_counted(broker: RedisBroker) -> None:
     assert sub.rejected == 1
 
 
-def test_reader_recovers_when_its_stream_and_group_vanish(broker: RedisBroker) -> None:
+def test_reader_recovers_when_its_stream_and_group_vanish(broker: Any) -> None:
     sub = broker.subscribe([rt("cam", "det")], "c0")
     pub = broker.publisher("cam", [rt("cam", "det", 1)])
     broker.client.delete(broker.stream_key("cam"))
@@ -137,7 +128,7 @@ def test_reader_recovers_when_its_stream_and_group_vanish(broker: RedisBroker) -
     assert [f.frame_id for f in drain(sub, 1)] == [7]
 
 
-def test_control_plane_messages(broker: RedisBroker) -> None:
+def test_control_plane_messages(broker: Any) -> None:
     listener = broker.listen("stats")
     assert listener.get(0.1) is None  # subscribes
     broker.emit("stats", b'{"node": "x"}')
@@ -149,7 +140,7 @@ def test_control_plane_messages(broker: RedisBroker) -> None:
     assert msg == b'{"node": "x"}'
 
 
-def test_apps_sharing_a_redis_are_isolated(redis_url: str, broker: RedisBroker) -> None:
+def test_apps_sharing_a_redis_are_isolated(redis_url: str, broker: Any) -> None:
     other = RedisBroker(redis_url)
     other.bind(broker.namespace + "-other")
     sub = other.subscribe([rt("cam", "det")], "c0")
