@@ -149,7 +149,10 @@ class TopicStream:
                     log.warning("web: can't JPEG-encode a frame of topic %r: %s", self.topic, exc)
                 continue
             ms = (time.perf_counter() - t0) * 1000.0
-            head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+            head = (
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+                f"X-Frame-Id: {frame.frame_id}\r\nX-Timestamp: {frame.timestamp:.6f}\r\n\r\n"
+            ).encode()
             with self._cond:
                 self.encoded += 1
                 self.encode_ms.append(ms)

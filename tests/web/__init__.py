@@ -1,0 +1,1 @@
+"""Tests of the edgeflow-web plugin: real redis-server, real uvicorn, real Chromium."""
