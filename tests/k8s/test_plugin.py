@@ -1,0 +1,31 @@
+"""The plugin's entry module stays light, and its hooks register what they promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from edgeflow.plugins import get_plugin_manager, registry
+from edgeflow_k8s import KubernetesDeployer
+
+
+def test_entry_module_imports_no_kubernetes() -> None:
+    """A node that only captures frames loads the plugin (for its hooks) without importing kubernetes or YAML."""
+    code = (
+        "import sys, edgeflow_k8s.plugin as p; from edgeflow.plugins import get_plugin_manager as g; "
+        "g().register(p); from edgeflow.plugins import registry; registry('register_metrics')['k8s']; "
+        "print(sorted(m for m in ('kubernetes', 'yaml', 'urllib3') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_hooks_register_commands_and_deployer(k8s_plugin: None) -> None:
+    """`register_commands` adds the four commands; `register_deployers` names the Kubernetes deployer."""
+    group = click.Group("edgeflow")
+    get_plugin_manager().hook.register_commands(cli=group)
+    assert sorted(group.commands) == ["delete", "deploy", "logs", "status"]
+    assert registry("register_deployers") == {"kubernetes": KubernetesDeployer}
