@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -119,7 +120,8 @@ class BuildContext:
         for d in dists:
             if d.source is None:
                 continue
-            cmd = ["python3", "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(d.source)]
+            # The deploying interpreter's pip: it is the one that installed these distributions.
+            cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(d.source)]
             done = run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 tmp.cleanup()
