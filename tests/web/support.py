@@ -180,7 +180,7 @@ def mjpeg(running: Running, topic: str, client: httpx.Client | None = None) -> I
         with client.stream("GET", f"/video/{topic}") as response:
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
-            yield parts(response.iter_raw(65536))
+            yield parts(response.iter_raw())
     finally:
         if own:
             client.close()
