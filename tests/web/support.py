@@ -59,11 +59,16 @@ def make_app(
     process: Callable[[Any], Any] | None = None,
     web_kwargs: dict[str, Any] | None = None,
     routes: Callable[[WebInterface], None] | None = None,
+    name: str | None = None,
+    tcp_port: int | None = None,
 ) -> tuple[EdgeApp, dict[str, WebInterface]]:
-    """Build cam -> proc (2 replicas) -> gw, cam -> gw, info (JSON) -> gw; the gateway serves a WebInterface."""
-    app = EdgeApp(f"w{uuid.uuid4().hex[:10]}", broker=RedisBroker(redis_url))
+    """Build cam -> proc (2 replicas) -> gw, cam -> gw, info (JSON) -> gw; the gateway serves a WebInterface.
+
+    The same `name` and `tcp_port` build a twin, to run some of the nodes apart as another process would.
+    """
+    app = EdgeApp(name or f"w{uuid.uuid4().hex[:10]}", broker=RedisBroker(redis_url))
     holder: dict[str, WebInterface] = {}
-    tcp_port, http_port = free_port(), free_port()
+    tcp_port, http_port = tcp_port or free_port(), free_port()
     rng = np.random.default_rng(7)
     # Precomputed frames: the producer must keep its rate on a busy 2-core machine.
     if noise:
@@ -107,13 +112,17 @@ def make_app(
 
 @contextmanager
 def run_pipeline(
-    app: EdgeApp, holder: dict[str, WebInterface], token: str | None = None, wait_topics: Iterable[str] = ("cam",)
+    app: EdgeApp,
+    holder: dict[str, WebInterface],
+    token: str | None = None,
+    wait_topics: Iterable[str] = ("cam",),
+    names: list[str] | None = None,
 ) -> Iterator[Running]:
-    """Run every node of `app` in threads; yield once the web interface serves and frames flow."""
+    """Run the nodes `names` (default all) of `app` in threads; yield once the web interface serves and frames flow."""
     stop = threading.Event()
     thread = threading.Thread(
         target=run_app,
-        args=(app, list(app.nodes)),
+        args=(app, names or list(app.nodes)),
         kwargs={"embedded": False, "stop": stop, "install_signals": False},
         daemon=True,
     )

@@ -65,7 +65,8 @@
     history.push(fps);
     if (history.length > 60) history.shift();
     const max = Math.max(1, ...history);
-    const pts = history.map((v, i) => `${(i / 59) * 120},${26 - (v / max) * 24}`).join(" ");
+    const step = 120 / Math.max(history.length - 1, 1);
+    const pts = history.map((v, i) => `${i * step},${26 - (v / max) * 24}`).join(" ");
     $("k-spark").querySelector("polyline").setAttribute("points", pts);
     $("k-e2e").textContent = pair(gw.e2e_ms_p50, gw.e2e_ms_p99) + " ms";
     const depth = (s.links || []).reduce((a, l) => a + (l.depth || 0), 0);
