@@ -2,65 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
-from edgeflow.embedded import free_port, redis_answers
+from edgeflow.embedded import redis_answers
 from edgeflow.testing import wait_for
 
-APP = Path(__file__).parent / "apps" / "counting.py"
+from .conftest import APPS, Proc
 
-
-class Proc:
-    """A child process whose output is kept in a file, stopped with a signal."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._fh = log.open("wb")
-        self.p = subprocess.Popen([sys.executable, *args], env=env, stdout=self._fh, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)  # fmt: skip
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, within: float = 5.0) -> tuple[int, float]:
-        t0 = time.monotonic()
-        self.p.send_signal(sig)
-        try:
-            code = self.p.wait(timeout=within + 5)
-        finally:
-            self._fh.close()
-        return code, time.monotonic() - t0
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-        self._fh.close()
-
-
-@pytest.fixture
-def env(tmp_path: Path, redis_url: str) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(REDIS_URL=redis_url, GATEWAY_TCP_PORT=str(free_port()), RECORD=str(tmp_path / "record.txt"))
-    e.pop("FRAMES", None)
-    return e
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
+APP = APPS / "counting.py"
 
 
 def records(env: dict[str, str]) -> list[tuple[str, int]]:

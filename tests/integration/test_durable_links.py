@@ -174,3 +174,44 @@ def test_failing_frames_are_retried_then_dead_lettered_and_can_be_replayed(redis
     seen.clear()
     RunningApp(pipeline_app(app_name, redis_url, 0, set(), seen, max_attempts=3)).start().wait(timeout=30)
     assert sorted(seen) == [5, 9]
+
+
+def test_dead_letters_command_lists_and_replays(redis_url: str, app_name: str, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    app_file = tmp_path / "main.py"
+    app_file.write_text(
+        textwrap.dedent(f"""
+        from edgeflow import EdgeApp, RedisBroker
+        from edgeflow.nodes import ProducerNode, SinkNode
+        app = EdgeApp({app_name!r}, broker=RedisBroker())
+        @app.node(name="imu", type="producer")
+        class Imu(ProducerNode):
+            def configure(self): self.i = 0
+            def produce(self):
+                self.i += 1
+                return self.i if self.i <= 3 else None
+        @app.node(name="logger", type="sink")
+        class Logger(SinkNode):
+            def process(self, data):
+                if data == 2:
+                    raise ValueError("bad reading 2")
+        if __name__ == "__main__":
+            app.link("imu").to("logger", qos="durable", max_attempts=2)
+            app.run()
+    """)
+    )
+    env = dict(os.environ, REDIS_URL=redis_url)
+    run = subprocess.run([sys.executable, str(app_file)], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    cli = [sys.executable, "-m", "edgeflow.cli", "dead-letters", str(app_file), "logger"]
+    listed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "from imu  frame 1  attempts 2  ValueError: bad reading 2" in listed.stdout
+    replayed = subprocess.run([*cli, "--replay"], env=env, capture_output=True, text=True, timeout=60)
+    assert "replayed 1 dead letter(s) to logger" in replayed.stdout
+    again = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert "no dead letters for logger" in again.stdout

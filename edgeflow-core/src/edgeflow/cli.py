@@ -41,6 +41,40 @@ def graph_command(app_file: str) -> None:
     click.echo(json.dumps(load_app(app_file).describe(), indent=2))
 
 
+@cli.command("dead-letters")
+@click.argument("app_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("node")
+@click.option("--replay", is_flag=True, help="give the dead letters back to the node once more")
+@click.option("--id", "ids", multiple=True, help="only these dead-letter ids (repeatable)")
+@click.option("--count", default=100, show_default=True, help="how many to list")
+def dead_letters_command(app_file: str, node: str, replay: bool, ids: tuple[str, ...], count: int) -> None:
+    """List the frames that kept failing on NODE's durable links, or replay them."""
+    from .loader import load_app
+
+    app = load_app(app_file)
+    if node not in app.nodes:
+        raise click.BadParameter(f"no node {node!r}; known nodes: {', '.join(sorted(app.nodes))}", param_hint="NODE")
+    broker = app.broker
+    broker.bind(app.name)
+    broker.connect()
+    try:
+        if not hasattr(broker, "dead_letters"):
+            raise click.ClickException(f"{type(broker).__name__} keeps no dead letters")
+        if replay:
+            n = broker.replay_dead_letters(node, list(ids) or None)
+            click.echo(f"replayed {n} dead letter(s) to {node}; they are processed when {node} runs")
+            return
+        letters = broker.dead_letters(node, count)
+        if not letters:
+            click.echo(f"no dead letters for {node}")
+        for x in letters:
+            if ids and x["id"] not in ids:
+                continue
+            click.echo(f"{x['id']}  from {x['source']}  frame {x['frame_id']}  attempts {x['attempts']}  {x['error']}")
+    finally:
+        broker.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the `edgeflow` command line."""
     try:

@@ -78,7 +78,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Start the server and wait until it answers."""
+        """Start the server (again, after `terminate`, with the same port and data) and wait until it answers."""
         args = [
             self.binary or "redis-server",
             "--port", str(self.port),
@@ -89,20 +89,22 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             *self.extra_args,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        log_path = Path(self.dir) / "server.log"
+        with log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise BrokerConnectionError(f"the embedded Redis ({self.binary}) exited at start: {err.strip()}")
+                err = log_path.read_text(errors="replace").strip()[-2000:]
+                raise BrokerConnectionError(f"the embedded Redis ({self.binary}) exited at start: {err}")
             if redis_answers("127.0.0.1", self.port):
                 return self
             time.sleep(0.02)
         self.stop()
         raise BrokerConnectionError(f"the embedded Redis ({self.binary}) did not answer within {timeout}s")
 
-    def stop(self) -> None:
-        """Stop the server and remove its folder."""
+    def terminate(self) -> None:
+        """Stop the server gracefully (SIGTERM: it writes its append-only file), keeping its data folder."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -110,8 +112,10 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
         self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its folder."""
+        self.terminate()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.dir)
