@@ -232,6 +232,7 @@ def test_consumer_return_shapes(redis_url: str, app_name: str) -> None:
     class End(SinkNode):
         def process(self, data: Any) -> None:
             assert self.current_frame is not None
+            assert self.current_source == "mid"
             out.append(self.current_frame)
 
     app.link("src").to("mid", depth=8).to("end", depth=8)

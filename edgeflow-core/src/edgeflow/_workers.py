@@ -374,6 +374,7 @@ class _ReaderWorker(Worker):
         self.sub.close()
 
     def _handle_with_retries(self, node: Node, d: Delivery) -> None:
+        node.current_source = d.source
         ok = self.handle(node, d.source, d.frame)
         while not ok and d.qos == "durable":
             if d.attempts >= d.max_attempts:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import BrokerError
 from .frame import Buffer, Frame
 
 if TYPE_CHECKING:
@@ -144,6 +145,14 @@ class Broker(ABC):
     def link_depth(self, source: str, group: str) -> int | None:
         """Return how many frames of `source` wait for `group`, or None when unknown."""
         return None
+
+    def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
+        """Return the dead letters of `target`'s durable links: id, source, frame_id, attempts, error."""
+        raise BrokerError(f"{type(self).__name__} keeps no dead letters")
+
+    def replay_dead_letters(self, target: str, ids: Sequence[str] | None = None) -> int:
+        """Give dead letters of `target` back to it once more; return how many."""
+        raise BrokerError(f"{type(self).__name__} keeps no dead letters")
 
     def services(self, app: EdgeApp) -> list[ServiceSpec]:
         """Return the servers a deployment needs for this broker, as answered by the `broker_services` hook."""

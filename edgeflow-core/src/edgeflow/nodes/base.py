@@ -28,6 +28,8 @@ class Node:
     stats: NodeStats
     #: The frame being processed, so `process()` can read its `meta`, `frame_id` and `timestamp`.
     current_frame: Frame | None = None
+    #: The source node of `current_frame`; with `frame_id` it identifies a frame, e.g. to drop redeliveries.
+    current_source: str | None = None
 
     def configure(self) -> None:
         """Set the node up (open devices, load models); called once per replica before frames flow."""
