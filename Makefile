@@ -21,4 +21,5 @@ lint:
 
 bench:
 	scripts/bootstrap.sh test
+	scripts/bootstrap.sh bench
 	.venv/bin/python -m benchmarks
