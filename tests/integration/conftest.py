@@ -8,14 +8,28 @@ import pytest
 
 from edgeflow import Broker, RedisBroker
 from edgeflow.embedded import EmbeddedRedis
+from edgeflow_dualredis import DualRedisBroker
 
 
 def _redis(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
     return RedisBroker(control.url)
 
 
+def _dualredis(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
+    return DualRedisBroker(control.url, data.url)
+
+
+def _dualredis_refs(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
+    # Every payload through the data plane: the contract's frames are small and would otherwise stay inline.
+    return DualRedisBroker(control.url, data.url, inline_threshold=0)
+
+
 #: name -> factory(control server, data server). A broker plugin adds itself here to be held to the contract.
-BROKERS: dict[str, Callable[[EmbeddedRedis, EmbeddedRedis], Broker]] = {"redis": _redis}
+BROKERS: dict[str, Callable[[EmbeddedRedis, EmbeddedRedis], Broker]] = {
+    "redis": _redis,
+    "dualredis": _dualredis,
+    "dualredis-refs": _dualredis_refs,
+}
 
 
 @pytest.fixture(params=sorted(BROKERS))

@@ -1,1 +1,7 @@
-"""EdgeFlow dualredis plugin."""
+"""EdgeFlow dualredis plugin: DualRedisBroker keeps payloads on a second Redis, apart from the control plane."""
+
+from __future__ import annotations
+
+from .broker import DualRedisBroker
+
+__all__ = ["DualRedisBroker"]
