@@ -181,3 +181,15 @@ def test_bad_url_and_unsupported_qos(redis_url: str) -> None:
     with pytest.raises(ConfigurationError, match="qos='sometimes'"):
         b.subscribe([Link("a", "b", "sometimes")], "c")
     b.close()
+
+
+def test_skip_count_never_goes_negative_when_replicas_report_out_of_order(broker: Any) -> None:
+    a, b = broker.subscribe([rt("cam", "det")], "a"), broker.subscribe([rt("cam", "det")], "b")
+    pub = broker.publisher("cam", [rt("cam", "det", 4)])
+    pub.publish(Frame(0, 0.0, {}, b"x"))
+    pub.publish(Frame(1, 0.0, {}, b"x"))
+    assert [f.frame_id for f in drain(a, 1)] == [0]
+    assert [f.frame_id for f in drain(b, 1)] == [1]
+    b.read(0.01)  # b reports frame 1 first: the group's baseline
+    a.read(0.01)  # then a reports the older frame 0
+    assert (a.skipped, b.skipped) == (0, 0)

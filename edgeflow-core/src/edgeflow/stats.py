@@ -41,7 +41,8 @@ class NodeStats:
         self.node_type = node_type
         self.replica = replica
         self.device = device
-        self.instance = f"{socket.gethostname()}:{os.getpid()}:{replica}"
+        # Unique per replica across processes and hosts; in one process every node has a replica 0.
+        self.instance = f"{node}@{socket.gethostname()}:{os.getpid()}:{replica}"
         self.frames_in = 0
         self.frames_out = 0
         self.dropped = 0

@@ -26,29 +26,6 @@ log = logging.getLogger("edgeflow.web")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _key_stats_by_node(gateway: Any) -> None:
-    """Make the aggregator tell replicas of different nodes in one process apart.
-
-    edgeflow-core 0.1.0 keys reports by `host:pid:replica` only, so in the all-in-one mode every node's
-    replica 0 overwrites the others and the dashboard would show most nodes as unknown. Prefixing the node
-    name before the aggregator stores a report keeps them apart; it is harmless once the core keys by node.
-    """
-    aggregator = getattr(gateway, "aggregator", None)
-    if aggregator is None or getattr(aggregator, "_web_keyed", False):
-        return
-    original = aggregator.ingest
-
-    def ingest(record: dict[str, Any]) -> None:
-        node = record.get("node")
-        instance = str(record.get("instance"))
-        if not instance.startswith(f"{node}@"):
-            record["instance"] = f"{node}@{instance}"
-        original(record)
-
-    aggregator.ingest = ingest
-    aggregator._web_keyed = True
-
-
 class WebInterface(GatewayInterface):
     """MJPEG streams of every image topic, a live dashboard and a JSON API, on one HTTP port.
 
@@ -165,7 +142,6 @@ class WebInterface(GatewayInterface):
         from ._app import build_app
         from ._auth import TokenGate
 
-        _key_stats_by_node(self.gateway)
         sock = self._listen()
         self.port = sock.getsockname()[1]
         token = self._token or settings.EDGEFLOW_TOKEN

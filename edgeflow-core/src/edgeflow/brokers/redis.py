@@ -37,8 +37,11 @@ log = logging.getLogger("edgeflow.broker")
 # Counts frames a realtime group skipped. Each writer numbers its entries; per group we keep the highest
 # number delivered. A jump past it counts the gap as skipped; an older number arriving later (another
 # replica of the group took it) takes one back. Replicas in other processes agree because Redis keeps it.
+# The group's total never goes below zero (a replica may report an older frame before the first jump);
+# the script returns the change of that total, so the replicas' sums add up to it.
 _NOTE_SKIPS = """
-local skipped = 0
+local total = tonumber(redis.call('HGET', KEYS[1], '_skipped') or '0')
+local skipped = total
 for i = 1, #ARGV, 2 do
   local w = ARGV[i]
   local q = tonumber(ARGV[i + 1])
@@ -48,12 +51,13 @@ for i = 1, #ARGV, 2 do
   elseif q > hi then
     skipped = skipped + (q - hi - 1)
     redis.call('HSET', KEYS[1], w, q)
-  elseif q < hi then
+  elseif q < hi and skipped > 0 then
     skipped = skipped - 1
   end
 end
+redis.call('HSET', KEYS[1], '_skipped', skipped)
 redis.call('EXPIRE', KEYS[1], 86400)
-return skipped
+return skipped - total
 """
 
 _TRIM_EVERY = 64

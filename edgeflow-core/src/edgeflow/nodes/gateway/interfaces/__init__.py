@@ -13,7 +13,12 @@ __all__ = ["GatewayInterface"]
 
 
 class GatewayInterface(ABC):
-    """An interface plugged into a gateway; `on_frame` is called on the intake thread and must not block."""
+    """An interface plugged into a gateway; `on_frame` is called on the intake threads and must not block.
+
+    `bind()` runs inside the gateway's `configure()`, before the runner sets the gateway's `topics`,
+    `graph` and `aggregator`; they are set before `start()`. `on_frame` may be called from several
+    threads at once (one per sending node), so it must be thread-safe.
+    """
 
     gateway: GatewayNode
 
