@@ -59,10 +59,11 @@ def procs() -> Iterator[list[Proc]]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, redis_url: str) -> dict[str, str]:
-    """Environment for an app process: the test Redis, a free gateway port, a record file."""
+def env(tmp_path: Path, redis_url: str, app_name: str) -> dict[str, str]:
+    """Environment for an app process: the test Redis, its own app name, a free gateway port, a record file."""
     e = dict(os.environ)
-    e.update(REDIS_URL=redis_url, GATEWAY_TCP_PORT=str(free_port()), RECORD=str(tmp_path / "record.txt"))
+    e.update(REDIS_URL=redis_url, APP_NAME=app_name, GATEWAY_TCP_PORT=str(free_port()),
+             RECORD=str(tmp_path / "record.txt"))  # fmt: skip
     for var in ("FRAMES", "FPS", "WORK_SECONDS", "CLAIM_AFTER"):
         e.pop(var, None)
     return e

@@ -11,7 +11,7 @@ from edgeflow.nodes import ConsumerNode, GatewayNode, ProducerNode
 
 FRAMES = int(os.environ.get("FRAMES", "0"))  # 0: endless
 
-app = EdgeApp("e2e-counting", broker=RedisBroker())
+app = EdgeApp(os.environ.get("APP_NAME", "e2e-counting"), broker=RedisBroker())
 
 
 @app.node(name="camera", type="producer", device="camera", fps=30)

@@ -12,7 +12,7 @@ FRAMES = int(os.environ.get("FRAMES", "0"))  # 0: endless
 WORK = float(os.environ.get("WORK_SECONDS", "0.005"))
 CLAIM_AFTER = float(os.environ.get("CLAIM_AFTER", "1.0"))
 
-app = EdgeApp("e2e-durable", broker=RedisBroker())
+app = EdgeApp(os.environ.get("APP_NAME", "e2e-durable"), broker=RedisBroker())
 
 
 @app.node(name="numbers", type="producer", fps=float(os.environ.get("FPS", "100")))
