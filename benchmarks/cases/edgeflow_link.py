@@ -27,7 +27,11 @@ def matrix(quick: bool) -> list[tuple[str, int, float | None, str, str]]:
     full = [(b, s, r, q, lay) for b in brokers() for s, r, q, lay in itertools.product(SIZES, RATES, QOS, LAYOUTS)]
     if not quick:
         return full
-    picks = [(FRAME_BYTES, None, "realtime", "1proc"), (MSG_BYTES, None, "durable", "per-node")]
+    picks = [
+        (FRAME_BYTES, None, "realtime", "1proc"),
+        (FRAME_BYTES, None, "durable", "per-node"),
+        (MSG_BYTES, None, "durable", "1proc"),
+    ]
     return [(b, s, r, q, lay) for b in brokers() for s, r, q, lay in picks]
 
 

@@ -9,6 +9,7 @@ import pytest
 from edgeflow import Broker, RedisBroker
 from edgeflow.embedded import EmbeddedRedis
 from edgeflow_dualredis import DualRedisBroker
+from edgeflow_shm import ShmBroker
 
 
 def _redis(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
@@ -24,11 +25,17 @@ def _dualredis_refs(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
     return DualRedisBroker(control.url, data.url, inline_threshold=0)
 
 
+def _shm(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
+    # Every payload through shared memory: the contract's frames are small and would otherwise stay inline.
+    return ShmBroker(control.url, shm_min_bytes=0)
+
+
 #: name -> factory(control server, data server). A broker plugin adds itself here to be held to the contract.
 BROKERS: dict[str, Callable[[EmbeddedRedis, EmbeddedRedis], Broker]] = {
     "redis": _redis,
     "dualredis": _dualredis,
     "dualredis-refs": _dualredis_refs,
+    "shm": _shm,
 }
 
 
