@@ -1,0 +1,132 @@
+"""Control-plane latency while video saturates a link: RedisBroker (one Redis) against DualRedisBroker (two).
+
+One process, two redis-servers. A producer thread publishes 640x480x3 uint8 frames as fast as it can on a
+realtime link and a consumer thread drains it; meanwhile ~100-byte messages go every 5 ms over a second link,
+and we record how long each takes from `publish` to `read`. RedisBroker carries both on one Redis;
+DualRedisBroker keeps the frames' payloads on the second Redis, so the control Redis only moves small entries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgeflow import Frame, RedisBroker
+from edgeflow.broker import Broker
+from edgeflow.embedded import EmbeddedRedis
+from edgeflow.linker import Link
+
+CASE = "control 100 B under 640x480 video"
+VIDEO_CASE = "video 640x480x3 saturating"
+SHAPE = (480, 640, 3)
+CONTROL_PERIOD = 0.005
+# The control link keeps every message for a reader that falls behind: we measure delay, not skipping.
+CONTROL_DEPTH = 1000
+
+
+def _row(case: str, broker: str, metric: str, value: float, unit: str, note: str = "") -> dict[str, Any]:
+    return {"case": case, "broker": broker, "metric": metric, "value": float(value), "unit": unit, "note": note}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _measure(broker: Broker, duration: float, video: bool) -> dict[str, Any]:
+    """Run the control stream for `duration` seconds (with the video link saturated when `video`)."""
+    broker.bind(f"bench-{uuid.uuid4().hex[:8]}")
+    broker.connect()
+    stop = threading.Event()
+    warm = threading.Event()  # samples count once every thread runs
+    latencies: list[float] = []
+    video_frames = [0]
+    vlink, clink = Link("cam", "det", "realtime"), Link("ctl", "mon", "realtime", depth=CONTROL_DEPTH)
+    vsub, csub = broker.subscribe([vlink], "c0"), broker.subscribe([clink], "c0")
+    vpub, cpub = broker.publisher("cam", [vlink]), broker.publisher("ctl", [clink])
+    image = np.random.default_rng(0).integers(0, 255, SHAPE, dtype=np.uint8)
+
+    def video_producer() -> None:
+        i = 0
+        while not stop.is_set():
+            vpub.publish(Frame(i, time.time(), {}, image))
+            i += 1
+
+    def video_consumer() -> None:
+        while not stop.is_set():
+            n = len(vsub.read(0.05))
+            if warm.is_set():
+                video_frames[0] += n
+
+    def control_producer() -> None:
+        i = 0
+        next_t = time.perf_counter()
+        while not stop.is_set():
+            cpub.publish(
+                Frame(i, time.time(), {}, {"t": time.perf_counter(), "seq": i, "cmd": "set-roi", "pad": "x" * 40})
+            )
+            i += 1
+            next_t += CONTROL_PERIOD
+            stop.wait(max(0.0, next_t - time.perf_counter()))
+
+    def control_consumer() -> None:
+        while not stop.is_set():
+            for d in csub.read(0.05):
+                if warm.is_set():
+                    latencies.append((time.perf_counter() - d.frame.data["t"]) * 1000.0)
+
+    threads = [threading.Thread(target=control_consumer), threading.Thread(target=control_producer)]
+    if video:
+        threads += [threading.Thread(target=video_consumer), threading.Thread(target=video_producer)]
+    for t in threads:
+        t.start()
+    time.sleep(min(0.5, duration / 4))
+    warm.set()
+    t0 = time.perf_counter()
+    time.sleep(duration)
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    for t in threads:
+        t.join(10)
+    for closable in (vsub, csub, vpub, cpub):
+        closable.close()
+    broker.close()
+    return {"lat": latencies, "video_fps": video_frames[0] / elapsed, "control_rate": len(latencies) / elapsed}
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """Measure p50/p99 of the control stream: idle, then under video with RedisBroker and DualRedisBroker."""
+    from edgeflow_dualredis import DualRedisBroker
+
+    duration = 0.4 if quick else 10.0
+    control, data = EmbeddedRedis().start(), EmbeddedRedis().start()
+    try:
+        plans: list[tuple[str, Callable[[], Broker], bool, str]] = [
+            ("redis", lambda: RedisBroker(control.url), False, "no video: the floor"),
+            ("redis", lambda: RedisBroker(control.url), True, "video and control on one Redis"),
+            ("dualredis", lambda: DualRedisBroker(control.url, data.url), True, "video payloads on the data Redis"),
+        ]
+        rows: list[dict[str, Any]] = []
+        for name, make, video, note in plans:
+            res = _measure(make(), duration, video)
+            case = CASE if video else "control 100 B, idle"
+            n = len(res["lat"])
+            rows += [
+                _row(case, name, "p50_ms", _percentile(res["lat"], 50), "ms", f"{note}; {n} samples"),
+                _row(case, name, "p99_ms", _percentile(res["lat"], 99), "ms", f"{note}; {n} samples"),
+                _row(case, name, "rate", res["control_rate"], "msg/s", note),
+            ]
+            if video:
+                mb = res["video_fps"] * int(np.prod(SHAPE)) / 1e6
+                rows += [
+                    _row(VIDEO_CASE, name, "rate", res["video_fps"], "msg/s", "frames read by the draining consumer"),
+                    _row(VIDEO_CASE, name, "mb_per_s", mb, "MB/s", "frames read by the draining consumer"),
+                ]
+        return rows
+    finally:
+        control.stop()
+        data.stop()
