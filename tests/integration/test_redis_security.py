@@ -61,7 +61,11 @@ def test_rediss_url_carries_frames_over_tls(tls_redis: tuple[int, Path], app_nam
 
 def test_plain_client_is_refused_by_a_tls_server(tls_redis: tuple[int, Path]) -> None:
     port, _ = tls_redis
-    broker = RedisBroker(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1, socket_timeout=1)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    broker = RedisBroker(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1, socket_timeout=1,
+                         retry=Retry(NoBackoff(), 0))  # fmt: skip
     assert broker.ping() is False
 
 

@@ -128,12 +128,13 @@ def run_pipeline(
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 15
+        # Generous: on a loaded 2-core CI machine a whole pipeline can take seconds to come up.
+        deadline = time.monotonic() + 30
         while "web" not in holder:
             assert time.monotonic() < deadline, "the gateway never configured its WebInterface"
             time.sleep(0.02)
         web = holder["web"]
-        assert web.wait_started(10), "uvicorn did not start"
+        assert web.wait_started(30), "uvicorn did not start"
         running = Running(web, stop, thread, token)
         with running.client() as client:
             while True:

@@ -189,13 +189,15 @@ class StatsAggregator:
             listener.close()
 
     def _poll_depths(self) -> None:
-        while not self._stop.wait(1.0):
+        while True:
             for link in self.graph.get("links", []):
                 if link["transport"] != "redis":
                     continue
                 depth = self.broker.link_depth(link["source"], link["target"])
                 with self._lock:
                     self._depths[(link["source"], link["target"])] = depth
+            if self._stop.wait(1.0):
+                return
 
     def start(self) -> None:
         """Start listening and polling in daemon threads."""
