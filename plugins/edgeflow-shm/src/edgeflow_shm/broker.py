@@ -35,6 +35,7 @@ from ._pool import (
     stride,
     sweep,
 )
+from ._publisher import PipelinedPublisher
 
 if TYPE_CHECKING:
     from edgeflow.linker import Link
@@ -69,7 +70,7 @@ class SharedMemoryDataPlane:
         self,
         *args: Any,
         shm_min_bytes: int = 65_536,
-        shm_slots: int = 64,
+        shm_slots: int = 8,
         shm_max_bytes: int = 256 << 20,
         **kwargs: Any,
     ) -> None:
@@ -100,7 +101,7 @@ class SharedMemoryDataPlane:
         # them, plus a reader's batch. Capped by shm_max_bytes; past it a durable producer waits (backpressure).
         depth = max((ln.depth for ln in links if ln.qos == "realtime"), default=1)
         backlog = max((ln.max_len for ln in links if ln.qos == "durable"), default=0)
-        least = max(self.shm_slots, depth + 32)
+        least = max(self.shm_slots, depth + 8)
         nslots = min(max(least, backlog + 32), self.shm_max_bytes // stride(cap))
         if nslots < least:
             return None
@@ -258,8 +259,12 @@ class SharedMemoryDataPlane:
         pipe.execute()
 
     def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
-        """The Redis publisher, remembered so that a full pool can trim acknowledged entries."""
-        pub: Publisher = super().publisher(source, links)  # type: ignore[misc]
+        """The Redis publisher (pipelined for realtime-only sources), remembered so a full pool can trim."""
+        pub: Publisher
+        if isinstance(self, RedisBroker) and links and all(ln.qos == "realtime" for ln in links):
+            pub = PipelinedPublisher(self, source, links)
+        else:
+            pub = super().publisher(source, links)  # type: ignore[misc]
         self._publishers[source] = pub
         return pub
 
