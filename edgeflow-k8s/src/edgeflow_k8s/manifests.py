@@ -38,6 +38,11 @@ GATEWAY_HTTP_PORT = 8000
 GATEWAY_TCP_PORT = 8080
 NODE_PORT_RANGE = range(30000, 32768)
 # The telemetry exporter in edgeflow_k8s.telemetry serves /metrics and /healthz in every node's pod.
+_READY_PROBE = (
+    "import os, urllib.request as u; "
+    "u.urlopen(u.Request('http://127.0.0.1:{port}/ready', "
+    "headers={{'X-EdgeFlow-Token': os.environ.get('EDGEFLOW_TOKEN', '')}}), timeout=2)"
+)
 METRICS_EXPORTER = "k8s"
 
 
@@ -188,9 +193,14 @@ def _node(
             {"name": "http", "containerPort": http, "protocol": "TCP"},
             {"name": "tcp", "containerPort": tcp, "protocol": "TCP"},
         ]
-        # The gateway's WebInterface serves these two itself (edgeflow-web).
-        readiness = {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5}
-        liveness = {"httpGet": {"path": "/health", "port": "http"}, "initialDelaySeconds": 10, "periodSeconds": 10}
+        # The gateway's WebInterface serves /ready itself (edgeflow-web): it receives frames and Redis answers.
+        # With EDGEFLOW_TOKEN set every route wants the token, and an httpGet probe could only carry it written
+        # into the manifest; an exec probe reads it from the pod's environment (the Secret) instead.
+        readiness = {
+            "exec": {"command": ["python", "-c", _READY_PROBE.format(port=http)]},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+        }
         http_port: dict[str, Any] = {"name": "http", "port": http, "targetPort": "http", "protocol": "TCP"}
         if node_port is not None:
             http_port["nodePort"] = node_port
