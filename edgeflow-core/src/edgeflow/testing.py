@@ -52,18 +52,16 @@ class RunningApp:
     def stop(self, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         """Stop the app and return its final counters; re-raise what the run raised."""
         self.stop_event.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"app {self.app.name!r} did not stop within {timeout}s")
-        if self.error is not None:
-            raise self.error
-        return self.summary
+        return self._join(timeout, "stop")
 
     def wait(self, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
         """Wait for the app to end by itself (its producers ended) and return its counters."""
+        return self._join(timeout, "end")
+
+    def _join(self, timeout: float, what: str) -> dict[str, dict[str, Any]]:
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise TimeoutError(f"app {self.app.name!r} did not end within {timeout}s")
+            raise TimeoutError(f"app {self.app.name!r} did not {what} within {timeout}s")
         if self.error is not None:
             raise self.error
         return self.summary
