@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeflow.broker.dualredis")
 
-# A realtime payload whose entry newer frames pushed out of the stream lives this long more: a reader that
-# took the entry just before it went still finds the payload (it fetches it within the same read()).
-_TRIMMED_GRACE_MS = 2000
+# A realtime payload whose entry newer frames pushed out of the stream lives a little longer, so that a reader
+# that took the entry just before it went still finds the payload (it fetches it within the same read(), so
+# within milliseconds): 0.5 s, and at most 32 frames more. The data Redis then holds (depth + 32) payloads at
+# most however fast the producer runs, and 0.5 s of frames at camera rates (30 fps VGA: 14 MB). A reader stalled
+# longer finds the payload gone and counts the frame as skipped, as realtime links do with stale frames.
+_GRACE_MS = 500
+_GRACE_FRAMES = 32
 # Stands in for a frame whose payload is still to be fetched from the data plane.
 _UNRESOLVED = Frame(-1, 0.0)
 
@@ -54,8 +58,9 @@ class DualPublisher(_RedisPublisher):
         super().__init__(broker, source, links)
         self.dual = broker
         self.kind = payload_kind(self.rt_key is not None, self.dur_key is not None)
-        # This publisher's realtime payloads still referenced by the stream (MAXLEN rt_depth): older ones can go.
+        # This publisher's realtime payloads still referenced by the stream (MAXLEN rt_depth), then those in grace.
         self._window: deque[str] = deque()
+        self._grace: deque[str] = deque()
         # The frame whose stream write failed, and where its payload went: the runner retries with the same tuple.
         self._retry: tuple[tuple[bytes, Buffer], str] | None = None
 
@@ -67,6 +72,7 @@ class DualPublisher(_RedisPublisher):
             super().publish(frame, (header, payload))
             return
         expire: list[str] = []
+        drop: list[str] = []
         if self._retry is not None and encoded is not None and self._retry[0] is encoded:
             ref = self._retry[1]  # same frame again: overwrite its payload rather than leave an orphan behind
         else:
@@ -75,7 +81,10 @@ class DualPublisher(_RedisPublisher):
                 self._window.append(ref)
                 while len(self._window) > self.rt_depth:
                     expire.append(self._window.popleft())
-        self.dual.store(ref, payload, self.dual.ttl_ms(self.kind), expire, _TRIMMED_GRACE_MS)
+                self._grace.extend(expire)
+                while len(self._grace) > _GRACE_FRAMES:
+                    drop.append(self._grace.popleft())
+        self.dual.store(ref, payload, self.dual.ttl_ms(self.kind), expire, _GRACE_MS, drop)
         if encoded is not None:
             self._retry = (encoded, ref)
         super().publish(frame, (header, cast(Buffer, Placed(ref, len(payload)))))

@@ -43,9 +43,10 @@ class DualRedisBroker(RedisBroker):
 
     Payloads of `inline_threshold` bytes or more go to the data-plane Redis under `ef:{app}:pl:{kind}:{id}`
     (kind `rt`, `dur` or `mix` after the links' qos); smaller ones stay inline in the stream entry.
-    Realtime payloads expire `realtime_ttl` seconds after they are written, or 2 s after newer frames pushed
-    their entry out of the stream. Durable payloads are deleted once every target group acknowledged them,
-    and expire after `durable_ttl` seconds at the latest (a safety net for entries trimmed without us).
+    Realtime payloads expire `realtime_ttl` seconds after they are written, or 0.5 s (32 frames at most) after
+    newer frames pushed their entry out of the stream. Durable payloads are deleted once every target group
+    acknowledged them, and expire after `durable_ttl` seconds at the latest (a safety net for entries trimmed
+    without us).
     """
 
     name = "dualredis"
@@ -194,14 +195,24 @@ class DualRedisBroker(RedisBroker):
         """Return how long a fresh payload of `kind` lives at most, in milliseconds."""
         return int((self.realtime_ttl if kind == "rt" else self.durable_ttl) * 1000)
 
-    def store(self, ref: str, payload: Buffer, ttl_ms: int, expire: Sequence[str] = (), expire_ms: int = 0) -> None:
-        """Write `payload` under `ref` and shorten the life of the keys `expire`, in one round trip."""
+    def store(
+        self,
+        ref: str,
+        payload: Buffer,
+        ttl_ms: int,
+        expire: Sequence[str] = (),
+        expire_ms: int = 0,
+        drop: Sequence[str] = (),
+    ) -> None:
+        """Write `payload` under `ref`, shorten the life of the keys `expire` and delete `drop`, in one round trip."""
 
         def op(c: Any) -> None:
             pipe = c.pipeline(transaction=False)
             pipe.set(ref, payload, px=ttl_ms)
             for old in expire:
                 pipe.pexpire(old, expire_ms)
+            if drop:
+                pipe.unlink(*drop)
             pipe.execute()
 
         self._data(op)
