@@ -110,3 +110,13 @@ def test_a_configured_control_redis_gets_no_private_data_redis(
     started: list[str] = []
     assert DualRedisBroker().ensure_server(lambda: started.append("x") or "redis://unused") is False
     assert started == []
+
+
+def test_data_redis_url_carries_credentials_and_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeflow.comms.brokers import DualRedisBroker
+
+    monkeypatch.setenv("DATA_REDIS_HOST", "ignored")
+    monkeypatch.setenv("DATA_REDIS_URL", "rediss://data:pw-123@redis-data:6380/0")
+    broker = DualRedisBroker()
+    assert broker.data_url == "rediss://data:pw-123@redis-data:6380/0"
+    assert "pw-123" not in broker.data_display_url

@@ -369,7 +369,8 @@ class _ReaderWorker(Worker):
             except BrokerError as exc:
                 self.outage.failed(exc)  # unacknowledged frames are delivered again: at least once
             self.stats.rejected = self.sub.rejected
-            self.stats.extra["dead_letters"] = getattr(self.sub, "dead", 0)
+            self.stats.extra["dead_letters"] = self.sub.dead
+            self.stats.extra["lost"] = self.sub.lost
             self.sync_counters()
         self.sub.close()
 

@@ -61,8 +61,14 @@ class Publisher(ABC):
 class Subscription(ABC):
     """Reads frames for one target node (one replica) from one or more sources."""
 
+    #: Realtime frames skipped by design (a newer frame won).
     skipped: int = 0
+    #: Frames that were not valid EdgeFlow frames.
     rejected: int = 0
+    #: Durable frames moved to the dead-letter stream.
+    dead: int = 0
+    #: Durable frames whose payload was gone when read (a data plane lost it): counted, never silent.
+    lost: int = 0
 
     @abstractmethod
     def read(self, timeout: float) -> list[Delivery]:

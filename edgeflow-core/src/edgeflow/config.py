@@ -53,6 +53,11 @@ class Settings:
         return _int_env("REDIS_PORT", 6379)
 
     @property
+    def DATA_REDIS_URL(self) -> str | None:  # noqa: N802
+        """A full URL of the data-plane Redis (password, TLS), preferred over DATA_REDIS_HOST and PORT."""
+        return os.environ.get("DATA_REDIS_URL") or None
+
+    @property
     def DATA_REDIS_HOST(self) -> str:  # noqa: N802
         """Host of the data-plane Redis used by DualRedisBroker."""
         return os.environ.get("DATA_REDIS_HOST", "localhost")

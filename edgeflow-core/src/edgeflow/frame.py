@@ -36,6 +36,7 @@ __all__ = [
     "encode",
     "frame_size",
     "pack",
+    "peek",
     "unpack",
 ]
 
@@ -158,6 +159,17 @@ def _parse_header(
     if not isinstance(meta, dict):
         raise FrameError(f"corrupted frame meta: expected an object, got {type(meta).__name__}")
     return kind, fid, ts, meta, desc, pos + meta_len, data_len
+
+
+def peek(header: Buffer) -> tuple[int, float]:
+    """Return the frame_id and timestamp of an encoded header without decoding meta or payload."""
+    mv = memoryview(header)
+    if len(mv) < _FIXED.size:
+        raise FrameError(f"truncated frame: {len(mv)} bytes is shorter than the {_FIXED.size}-byte header")
+    magic, version, _, fid, ts, _, _ = _FIXED.unpack_from(mv, 0)
+    if magic != MAGIC or version != WIRE_VERSION:
+        raise FrameError(f"not an EdgeFlow frame of wire version {WIRE_VERSION}")
+    return int(fid), float(ts)
 
 
 def _make_data(kind: int, desc: tuple[str, tuple[int, ...]] | None, payload: Buffer) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from edgeflow.broker import Delivery
-from edgeflow.brokers.redis import _RedisPublisher, _RedisSubscription
+from edgeflow.brokers.redis import RedisPublisher, RedisSubscription
 from edgeflow.errors import BrokerError, FrameError
 from edgeflow.frame import Buffer, Frame, decode, encode
 
@@ -51,7 +51,7 @@ class Placed:
         return self.size
 
 
-class DualPublisher(_RedisPublisher):
+class DualPublisher(RedisPublisher):
     """Writes a frame's payload to the data plane, then its reference to the streams: one round trip per plane."""
 
     def __init__(self, broker: DualRedisBroker, source: str, links: Sequence[Link]) -> None:
@@ -91,7 +91,7 @@ class DualPublisher(_RedisPublisher):
         self._retry = None
 
 
-class DualSubscription(_RedisSubscription):
+class DualSubscription(RedisSubscription):
     """Reads like RedisBroker's subscription, then fetches the payloads of the whole batch with one MGET."""
 
     def __init__(self, broker: DualRedisBroker, links: list[Link], consumer: str) -> None:
@@ -209,8 +209,8 @@ class DualSubscription(_RedisSubscription):
 
 def _frame_id(header: bytes) -> int | str:
     try:
-        from edgeflow.frame import _parse_header
+        from edgeflow.frame import peek
 
-        return int(_parse_header(memoryview(header))[1])
+        return peek(header)[0]
     except Exception:
         return "?"

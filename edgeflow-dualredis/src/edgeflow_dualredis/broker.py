@@ -21,7 +21,6 @@ from edgeflow.frame import Buffer
 from ._streams import DualPublisher, DualSubscription, Placed, payload_kind
 
 if TYPE_CHECKING:
-    from edgeflow.broker import Publisher, Subscription
     from edgeflow.linker import Link
 
 __all__ = ["DualRedisBroker"]
@@ -35,7 +34,7 @@ _MAX_UNDONE = 100_000
 
 def data_redis_configured() -> bool:
     """Return True when the environment names the data-plane Redis explicitly."""
-    return any(os.environ.get(k) for k in ("DATA_REDIS_HOST", "DATA_REDIS_PORT"))
+    return any(os.environ.get(k) for k in ("DATA_REDIS_URL", "DATA_REDIS_HOST", "DATA_REDIS_PORT"))
 
 
 class DualRedisBroker(RedisBroker):
@@ -51,6 +50,8 @@ class DualRedisBroker(RedisBroker):
 
     name = "dualredis"
     frees_payloads = True
+    publisher_class = DualPublisher
+    subscription_class = DualSubscription
 
     def __init__(
         self,
@@ -83,8 +84,12 @@ class DualRedisBroker(RedisBroker):
     # Servers ------------------------------------------------------------------------------------------------
     @property
     def data_url(self) -> str:
-        """The data-plane URL, from the constructor or DATA_REDIS_HOST / DATA_REDIS_PORT."""
-        return self._data_url or f"redis://{settings.DATA_REDIS_HOST}:{settings.DATA_REDIS_PORT}/0"
+        """The data-plane URL, from the constructor, DATA_REDIS_URL, or DATA_REDIS_HOST / DATA_REDIS_PORT."""
+        return (
+            self._data_url
+            or settings.DATA_REDIS_URL
+            or f"redis://{settings.DATA_REDIS_HOST}:{settings.DATA_REDIS_PORT}/0"
+        )
 
     @property
     def data_display_url(self) -> str:
@@ -286,17 +291,6 @@ class DualRedisBroker(RedisBroker):
             log.warning("could not free %d acknowledged payloads yet (retried with the next trim): %s", len(refs), exc)
 
     # Frames --------------------------------------------------------------------------------------------------
-    def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
-        """Return a publisher that writes large payloads to the data plane and references to the streams."""
-        return DualPublisher(self, source, links)
-
-    def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
-        """Read the `links` into one target, resolving each batch's references with one MGET."""
-        # RedisBroker's subscribe() checks the links and creates the groups (idempotent, once per replica);
-        # the core has no hook for the subscription class, so ours is built next to it.
-        super().subscribe(links, consumer).close()
-        return DualSubscription(self, list(links), consumer)
-
     def data_answers(self) -> bool:
         """Return True when the data-plane Redis accepts a TCP connection and answers PING (no retries)."""
         from edgeflow.embedded import redis_answers

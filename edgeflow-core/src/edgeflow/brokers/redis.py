@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..app import EdgeApp
     from ..linker import Link
 
-__all__ = ["RedisBroker"]
+__all__ = ["RedisBroker", "RedisPublisher", "RedisSubscription"]
 
 log = logging.getLogger("edgeflow.broker")
 
@@ -86,6 +86,9 @@ class RedisBroker(Broker):
     name = "redis"
     #: True when payloads live outside the stream entries and must be freed when entries are trimmed.
     frees_payloads = False
+    #: The classes `publisher()` and `subscribe()` build; a data plane may subclass them.
+    publisher_class: type[RedisPublisher]
+    subscription_class: type[RedisSubscription]
 
     def __init__(self, url: str | None = None, *, host: str | None = None, port: int | None = None, **options: Any):
         super().__init__()
@@ -209,7 +212,7 @@ class RedisBroker(Broker):
     # Frames -----------------------------------------------------------------------------------------------
     def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
         """Return a publisher that writes `source`'s frames to its realtime and durable streams."""
-        return _RedisPublisher(self, source, links)
+        return self.publisher_class(self, source, links)
 
     def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
         """Read the `links` into one target as `consumer`, creating the consumer groups as needed."""
@@ -218,7 +221,7 @@ class RedisBroker(Broker):
                 raise ConfigurationError(f"qos={ln.qos!r} on {ln.source} -> {ln.target}; use 'realtime' or 'durable'")
         if len({ln.target for ln in links}) != 1:
             raise ConfigurationError("subscribe() takes the links into one target node")
-        return _RedisSubscription(self, list(links), consumer)
+        return self.subscription_class(self, list(links), consumer)
 
     def ensure_group(self, source: str, group: str, qos: str = "realtime") -> None:
         """Create the consumer group `group` on `source`'s stream if it does not exist."""
@@ -304,7 +307,9 @@ class RedisBroker(Broker):
         return _RedisListener(self, self.key("ch", channel))
 
 
-class _RedisPublisher(Publisher):
+class RedisPublisher(Publisher):
+    """Writes one source's frames: realtime entries trimmed to depth, durable entries kept until acknowledged."""
+
     def __init__(self, broker: RedisBroker, source: str, links: Sequence[Link]) -> None:
         self.broker = broker
         self.source = source
@@ -370,8 +375,12 @@ class _RedisPublisher(Publisher):
                 safe = low
         if safe is not None and safe != b"0-0":
             if self.broker.frees_payloads:
-                gone = client.xrange(key, max=b"(" + safe, count=10_000)
-                self.broker._payload_done([f for _, f in gone])
+                # Free in chunks, and trim only what was freed, so no payload outlives its entry unnoticed.
+                while gone := client.xrange(key, max=b"(" + safe, count=1000):
+                    self.broker._payload_done([f for _, f in gone])
+                    last = gone[-1][0]
+                    client.xtrim(key, minid=_next_id(last if isinstance(last, bytes) else str(last).encode()),
+                                 approximate=False)  # fmt: skip
             client.xtrim(key, minid=safe, approximate=False)
         self._dur_len = int(client.xlen(key))
         return self._dur_len
@@ -389,13 +398,20 @@ class _RedisPublisher(Publisher):
         )
 
 
+def _next_id(entry_id: bytes) -> bytes:
+    ms, _, seq = entry_id.partition(b"-")
+    return b"%d-%d" % (int(ms), int(seq or 0) + 1)
+
+
 def _id_lt(a: bytes, b: bytes) -> bool:
     ams, _, aseq = a.partition(b"-")
     bms, _, bseq = b.partition(b"-")
     return (int(ams), int(aseq or 0)) < (int(bms), int(bseq or 0))
 
 
-class _RedisSubscription(Subscription):
+class RedisSubscription(Subscription):
+    """Reads the links into one target as one consumer of its group; acknowledges, takes over, dead-letters."""
+
     def __init__(self, broker: RedisBroker, links: list[Link], consumer: str) -> None:
         self.broker = broker
         self.links = links
@@ -621,3 +637,7 @@ def register_brokers(register: Any) -> None:
 def broker_services(broker: Broker, app: EdgeApp) -> list[ServiceSpec] | None:
     """One Redis for any broker that no plugin answered for."""
     return [ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT")]
+
+
+RedisBroker.publisher_class = RedisPublisher
+RedisBroker.subscription_class = RedisSubscription

@@ -11,13 +11,13 @@ from typing import Any
 
 import redis
 
-from edgeflow.brokers.redis import _RedisPublisher, _translate
+from edgeflow.brokers.redis import RedisPublisher, _translate
 from edgeflow.frame import Buffer, Frame, encode
 
 __all__ = ["PipelinedPublisher"]
 
 
-class PipelinedPublisher(_RedisPublisher):
+class PipelinedPublisher(RedisPublisher):
     """Publishes to the realtime stream only, with at most one XADD reply outstanding."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
