@@ -250,3 +250,40 @@ def test_gateway_readiness_probe_runs_against_a_real_token_protected_gateway(
 
         assert probe("probe-secret") == 0
         assert probe("wrong") != 0
+
+
+def test_real_dual_plugin_and_durable_links_shape_the_redis_servers() -> None:
+    """With the real edgeflow-dualredis plugin: `redis-data` refuses to evict, and durable links turn on AOF."""
+    from edgeflow import plugins
+    from edgeflow.nodes import SinkNode
+    from edgeflow_dualredis import DualRedisBroker
+    from edgeflow_dualredis import plugin as dual_plugin
+
+    pm = plugins.get_plugin_manager()
+    pm.register(dual_plugin)
+    try:
+        app = EdgeApp("imu-logger", broker=DualRedisBroker())
+
+        @app.node(name="imu", type="producer", fps=100)
+        class Imu(ProducerNode):
+            def produce(self) -> Any:
+                return {"ax": 0.0}
+
+        @app.node(name="logger", type="sink")
+        class Logger(SinkNode):
+            def process(self, data: Any) -> None:
+                pass
+
+        app.link("imu").to("logger", qos="durable")
+        objects = render(app, RenderOptions(IMAGE, "demo"))
+    finally:
+        pm.unregister(dual_plugin)
+    validate_all(objects, K8S_VERSIONS)
+    deployments = _by(objects, "Deployment")
+    control = deployments["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    data = deployments["redis-data"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--appendonly" in control and control[control.index("--appendonly") + 1] == "yes"
+    assert data[-2:] == ["--maxmemory-policy", "noeviction"]
+    seed_like = render(EdgeApp("rt-only"), RenderOptions(IMAGE, "demo"))
+    args = _by(seed_like, "Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "no", "realtime-only apps keep no append-only file"

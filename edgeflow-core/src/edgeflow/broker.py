@@ -30,6 +30,8 @@ class ServiceSpec:
     port_env: str
     image: str = "redis:7.2-alpine"
     role: str = "control"
+    #: Extra server arguments, e.g. ("--maxmemory-policy", "noeviction") for a data plane.
+    args: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

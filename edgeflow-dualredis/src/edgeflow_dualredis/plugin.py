@@ -30,5 +30,13 @@ def broker_services(broker: Broker, app: EdgeApp) -> list[ServiceSpec] | None:
         return None
     return [
         ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT"),
-        ServiceSpec("redis-data", 6380, "DATA_REDIS_HOST", "DATA_REDIS_PORT", role="data"),
+        # A data plane that evicts would lose durable payloads: refuse writes instead, loudly.
+        ServiceSpec(
+            "redis-data",
+            6380,
+            "DATA_REDIS_HOST",
+            "DATA_REDIS_PORT",
+            role="data",
+            args=("--maxmemory-policy", "noeviction"),
+        ),  # fmt: skip
     ]

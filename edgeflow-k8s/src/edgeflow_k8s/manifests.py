@@ -109,7 +109,7 @@ def _deployment(
     }
 
 
-def _redis(app: str, svc: ServiceSpec, namespace: str) -> list[dict[str, Any]]:
+def _redis(app: str, svc: ServiceSpec, namespace: str, durable: bool) -> list[dict[str, Any]]:
     name = k8s_name(svc.name, "broker service")
     labels = _labels(app, name, "broker")
     labels["edgeflow.io/broker-role"] = check_label_value(svc.role, "broker role")
@@ -117,8 +117,17 @@ def _redis(app: str, svc: ServiceSpec, namespace: str) -> list[dict[str, Any]]:
     container = {
         "name": "redis",
         "image": svc.image,
-        # A pipeline's streams are transient: no snapshots, so a restart never replays stale frames.
-        "args": ["redis-server", "--port", str(svc.port), "--save", "", "--appendonly", "no"],
+        # Realtime streams are transient: no snapshots, so a restart never replays stale frames. An app with
+        # durable links keeps an append-only file (in the pod's emptyDir), so a Redis restart loses nothing.
+        "args": [
+            "redis-server",
+            "--port",
+            str(svc.port),
+            "--save",
+            "",
+            *(["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]),
+            *svc.args,
+        ],  # fmt: skip
         "ports": [{"name": "redis", "containerPort": svc.port, "protocol": "TCP"}],
         "readinessProbe": {
             "exec": {"command": ["redis-cli", "-p", str(svc.port), "ping"]},
@@ -308,7 +317,7 @@ def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": ns_labels}}
     ]
     for svc in services:
-        objects += _redis(app_label, svc, namespace)
+        objects += _redis(app_label, svc, namespace, durable=any(ln.qos == "durable" for ln in app.links))
     for spec in app.nodes.values():
         objects += _node(app, spec, names[spec.name], options, env, app_label)
     return objects
