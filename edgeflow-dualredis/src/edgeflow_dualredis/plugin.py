@@ -38,5 +38,5 @@ def broker_services(broker: Broker, app: EdgeApp) -> list[ServiceSpec] | None:
             "DATA_REDIS_PORT",
             role="data",
             args=("--maxmemory-policy", "noeviction"),
-        ),  # fmt: skip
+        ),
     ]

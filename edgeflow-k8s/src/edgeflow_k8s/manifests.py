@@ -127,7 +127,7 @@ def _redis(app: str, svc: ServiceSpec, namespace: str, durable: bool) -> list[di
             "",
             *(["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]),
             *svc.args,
-        ],  # fmt: skip
+        ],
         "ports": [{"name": "redis", "containerPort": svc.port, "protocol": "TCP"}],
         "readinessProbe": {
             "exec": {"command": ["redis-cli", "-p", str(svc.port), "ping"]},
