@@ -61,7 +61,7 @@ def link_md(rows: list[dict[str, Any]]) -> str:
                 cells += [""] * 5
             if "error" in metrics or "available" in metrics:
                 note = (metrics.get("error") or metrics.get("available") or {}).get("note", "")
-                cells[2] = f"not run: {note}"
+                cells[2] = "not run: " + " ".join(note.split())[-200:]
             out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -72,7 +72,8 @@ def other_md(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if "B " in r["case"] and r["case"].split("B ")[0].isdigit():
             continue
-        out.append(f"| {r['case']} | {r['broker']} | {r['metric']} | {fmt(r['value'])} | {r['unit']} | {r['note']} |")
+        note = " ".join(str(r["note"]).split())[-200:]
+        out.append(f"| {r['case']} | {r['broker']} | {r['metric']} | {fmt(r['value'])} | {r['unit']} | {note} |")
     return "\n".join(out)
 
 

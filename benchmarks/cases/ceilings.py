@@ -208,7 +208,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     sres, pres = run_pair((f"{__name__}:{sub_fn}", sub_kw), (f"{__name__}:{pub_fn}", pub_kw),
                                           timeout=duration + 30)  # fmt: skip
                 except (RuntimeError, TimeoutError) as exc:
-                    rows.append(row(case, f"ceiling {system}", "error", float("nan"), "", str(exc)[:300]))
+                    rows.append(row(case, f"ceiling {system}", "error", float("nan"), "", str(exc)[-300:]))
                     continue
                 cpu = {"pub": pres["cpu_pct"], "sub": sres["cpu_pct"]}
                 if system == "redis-py":

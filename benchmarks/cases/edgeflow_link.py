@@ -59,7 +59,7 @@ def measure(
             cpu = {"pub": pres["pub_cpu_pct"], "sub": res["cpu_pct"]}
             sent = pres["sent"]
     except (RuntimeError, TimeoutError) as exc:
-        return [row(case, system, "error", float("nan"), "", str(exc)[:300])]
+        return [row(case, system, "error", float("nan"), "", str(exc)[-300:])]
     cpu["redis"] = redis_cpu.stop()
     return report(case, system, res, size, cpu, f"sent {sent} skipped {res.get('dropped', 0)}")
 

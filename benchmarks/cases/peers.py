@@ -183,7 +183,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 cpu = {"pub": pres["cpu_pct"], "sub": sres["cpu_pct"]}
                 rows += report(case, "peer zenoh", sres, size, cpu, f"sent {pres['sent']}")
             except (RuntimeError, TimeoutError) as exc:
-                rows.append(row(case, "peer zenoh", "error", float("nan"), "", str(exc)[:300]))
+                rows.append(row(case, "peer zenoh", "error", float("nan"), "", str(exc)[-300:]))
         why = _missing("dora-rs", "dora")
         if why:
             rows.append(row(case, "peer dora-rs", "available", 0, "", why))
@@ -193,7 +193,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             child.wait_for("READY", 30)
             res = child.finish(duration + 40)
         except (RuntimeError, TimeoutError) as exc:
-            rows.append(row(case, "peer dora-rs", "error", float("nan"), "", str(exc)[:300]))
+            rows.append(row(case, "peer dora-rs", "error", float("nan"), "", str(exc)[-300:]))
             continue
         if "error" in res:
             rows.append(row(case, "peer dora-rs", "error", float("nan"), "", res["error"]))

@@ -156,9 +156,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
         try:
             rows += _measure_seed(layout, broker, cfg)
         except (RuntimeError, TimeoutError, OSError) as exc:
-            rows.append(row(CASE, f"edgeflow {broker} {layout}", "error", float("nan"), "", str(exc)[:300]))
+            rows.append(row(CASE, f"edgeflow {broker} {layout}", "error", float("nan"), "", str(exc)[-300:]))
     try:
         rows += _measure_viewers(cfg)
     except (RuntimeError, TimeoutError, OSError) as exc:
-        rows.append(row(VIEWERS_CASE, "edgeflow redis per-node", "error", float("nan"), "", str(exc)[:300]))
+        rows.append(row(VIEWERS_CASE, "edgeflow redis per-node", "error", float("nan"), "", str(exc)[-300:]))
     return rows

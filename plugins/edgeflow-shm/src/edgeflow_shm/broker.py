@@ -232,6 +232,7 @@ class SharedMemoryDataPlane:
                 files.stale += 1
                 raise StaleFrameError(f"slot at {off} of {name} is being written again")
         except OSError as exc:
+            files.lost += 1
             raise FrameError(f"shared-memory segment {name} is gone (its producer stopped): {exc}") from exc
         now_gen, length = slot_generation(view, off)
         if now_gen != gen or length != n:
@@ -293,6 +294,7 @@ class _ShmSubscription(Subscription):
         self.inner = inner
         self.links = links
         self.stale = 0
+        self.lost_here = 0
         self.dead_extra = 0
         self._next_refresh = time.monotonic() + _REFRESH_EVERY
 
@@ -302,9 +304,13 @@ class _ShmSubscription(Subscription):
 
     @property  # type: ignore[override]
     def rejected(self) -> int:
-        return self.inner.rejected - self.stale
+        return self.inner.rejected - self.stale - self.lost_here
 
-    @property
+    @property  # type: ignore[override]
+    def lost(self) -> int:
+        return int(getattr(self.inner, "lost", 0)) + self.lost_here
+
+    @property  # type: ignore[override]
     def dead(self) -> int:
         return int(getattr(self.inner, "dead", 0)) + self.dead_extra
 
@@ -320,7 +326,8 @@ class _ShmSubscription(Subscription):
         finally:
             files.active = False
             self.stale += files.stale
-            files.stale = 0
+            self.lost_here += files.lost
+            files.stale = files.lost = 0
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self.inner.ack(deliveries)
