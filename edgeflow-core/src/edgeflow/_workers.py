@@ -178,7 +178,7 @@ class Worker:
     def _publish(self, frame: Frame, encoded: tuple[bytes, Any]) -> bool:
         publisher = self.publisher
         assert publisher is not None
-        durable = bool(getattr(publisher, "durable", False))
+        durable = publisher.durable
         while True:
             if not durable and not self.outage.should_try():
                 # Realtime only, broker down: this frame is stale by the time it is back. Drop it, counted.

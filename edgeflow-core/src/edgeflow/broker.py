@@ -52,6 +52,9 @@ class Delivery:
 class Publisher(ABC):
     """Writes the frames of one source node to its links."""
 
+    #: True when some link is durable: the runner then holds a frame it could not write and retries it.
+    durable: bool = False
+
     @abstractmethod
     def publish(self, frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> None:
         """Send `frame` (already `encode`d when `encoded` is given) to every target; raises BrokerError when down."""
