@@ -87,7 +87,12 @@ from dora import Node
 sys.path.insert(0, {root!r})
 from benchmarks._pace import SendLoop, payload, stamp
 node = Node()
-time.sleep(0.5)  # the subscriber node starts alongside: give it time to connect
+# Send only once the subscriber said it is listening: outputs sent before that would be lost.
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    event = node.next(timeout=0.5)
+    if event is not None and event["type"] == "INPUT" and event["id"] == "ready":
+        break
 buf = payload({size})
 loop = SendLoop({rate!r}, {duration!r}, {max_frames!r})
 for _ in loop:
@@ -99,11 +104,13 @@ open({out!r} + ".pub", "w").write(json.dumps(loop.result()))
 
 _DORA_SUB = """
 import json, sys
+import pyarrow as pa
 from dora import Node
 sys.path.insert(0, {root!r})
 from benchmarks._harness import Recorder
 from benchmarks._pace import TS
 node = Node()
+node.send_output("ready", pa.array([1]))
 rec = Recorder()
 for event in node:
     if event["type"] == "INPUT":
@@ -119,8 +126,11 @@ _DORA_FLOW = """nodes:
   - id: pub
     path: pub.py
     outputs: [data, end]
+    inputs:
+      ready: sub/ready
   - id: sub
     path: sub.py
+    outputs: [ready]
     inputs:
       data: pub/data
       end: pub/end
