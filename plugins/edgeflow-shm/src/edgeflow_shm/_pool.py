@@ -90,8 +90,8 @@ def host_id() -> str:
     return hashlib.sha1(f"{boot}|{where}".encode()).hexdigest()[:16]
 
 
-def sweep(app: str) -> int:
-    """Remove the segments of `app` whose owner process is gone; return how many."""
+def sweep(app: str | None = None) -> int:
+    """Remove the segments of `app` (of every app when None) whose owner process is gone; return how many."""
     removed = 0
     try:
         names = os.listdir(SHM_DIR)
@@ -99,7 +99,7 @@ def sweep(app: str) -> int:
         return 0
     for name in names:
         m = _NAME.match(name)
-        if m is None or m["app"] != app:
+        if m is None or (app is not None and m["app"] != app):
             continue
         if _start_time(int(m["pid"])) == int(m["start"]):
             continue  # its owner still runs
@@ -107,7 +107,7 @@ def sweep(app: str) -> int:
             os.unlink(SHM_DIR / name)
             removed += 1
     if removed:
-        log.info("removed %d shared-memory segments of app %r left by processes that are gone", removed, app)
+        log.info("removed %d shared-memory segments left by processes that are gone (app %s)", removed, app or "any")
     return removed
 
 

@@ -108,7 +108,8 @@ class SharedMemoryDataPlane:
         with self._seg_lock:
             if (source, cap) not in self._segments:
                 if not self._swept:
-                    sweep(self.namespace)  # type: ignore[attr-defined]
+                    # Any app's segments whose owner died: the names say whose they were, and apps come and go.
+                    sweep()
                     self._swept = True
                 try:
                     seg = Segment(self.namespace, cap, nslots)  # type: ignore[attr-defined]
