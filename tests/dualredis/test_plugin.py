@@ -34,7 +34,14 @@ def test_services_hook_asks_for_a_second_redis_for_dual_brokers_only() -> None:
         dual = EdgeApp("dual", broker=DualRedisBroker())
         assert dual.broker.services(dual) == [
             ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT"),
-            ServiceSpec("redis-data", 6380, "DATA_REDIS_HOST", "DATA_REDIS_PORT", role="data"),
+            ServiceSpec(
+                "redis-data",
+                6380,
+                "DATA_REDIS_HOST",
+                "DATA_REDIS_PORT",
+                role="data",
+                args=("--maxmemory-policy", "noeviction"),
+            ),
         ]
         plain = EdgeApp("plain", broker=RedisBroker())
         assert plain.broker.services(plain) == [ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT")]
