@@ -18,15 +18,13 @@ _NODE = "benchmarks._linkapp:node_proc"
 
 
 def brokers() -> list[str]:
-    """The data planes to measure: Redis always, shared memory when edgeflow-shm is installed, and "redis-nocopy",
-    the Redis broker with a proposed core change (see benchmarks/_linkapp.py), for frames only."""
-    return ["redis", "redis-nocopy"] + (["shm"] if importlib.util.find_spec("edgeflow_shm") else [])
+    """The data planes to measure: Redis always, shared memory when edgeflow-shm is installed."""
+    return ["redis"] + (["shm"] if importlib.util.find_spec("edgeflow_shm") else [])
 
 
 def matrix(quick: bool) -> list[tuple[str, int, float | None, str, str]]:
     """Every combination; a quick run keeps one per code path (both QoS, both layouts, both sizes)."""
     full = [(b, s, r, q, lay) for b in brokers() for s, r, q, lay in itertools.product(SIZES, RATES, QOS, LAYOUTS)]
-    full = [c for c in full if c[0] != "redis-nocopy" or (c[1] == FRAME_BYTES and c[2] != 1000)]
     if not quick:
         return full
     picks = [
@@ -34,7 +32,7 @@ def matrix(quick: bool) -> list[tuple[str, int, float | None, str, str]]:
         (FRAME_BYTES, None, "durable", "per-node"),
         (MSG_BYTES, None, "durable", "1proc"),
     ]
-    return [(b, s, r, q, lay) for b in brokers() if b != "redis-nocopy" for s, r, q, lay in picks]
+    return [(b, s, r, q, lay) for b in brokers() for s, r, q, lay in picks]
 
 
 def measure(

@@ -78,12 +78,12 @@ def test_realtime_reader_gets_the_newest_frame_and_counts_the_skipped(broker: An
     pub.publish(Frame(10, time.time(), {}, b"x"))
     (nxt,) = drain(sub, 1)
     assert nxt.frame_id == 10, "and never sees a frame older than the last one it saw"
-    sub.read(0.01)  # skip counts travel with the next read
+    sub.flush()  # skip counts travel in batches
     assert sub.skipped == 0, "the first frame a group reads sets its baseline"
     for i in range(11, 16):
         pub.publish(Frame(i, time.time(), {}, b"x"))
     assert [f.frame_id for f in drain(sub, 1)] == [15]
-    sub.read(0.01)
+    sub.flush()
     assert sub.skipped == 4
 
 
@@ -95,8 +95,8 @@ def test_skips_are_counted_once_across_replicas(broker: Any) -> None:
         pub.publish(Frame(i, time.time(), {}, b"x"))
         reader = a if i % 2 else b
         assert [f.frame_id for f in drain(reader, 1)] == [i]
-    a.read(0.01)
-    b.read(0.01)
+    a.flush()
+    b.flush()
     assert a.skipped + b.skipped == 0
 
 
@@ -190,6 +190,6 @@ def test_skip_count_never_goes_negative_when_replicas_report_out_of_order(broker
     pub.publish(Frame(1, 0.0, {}, b"x"))
     assert [f.frame_id for f in drain(a, 1)] == [0]
     assert [f.frame_id for f in drain(b, 1)] == [1]
-    b.read(0.01)  # b reports frame 1 first: the group's baseline
-    a.read(0.01)  # then a reports the older frame 0
+    b.flush()  # b reports frame 1 first: the group's baseline
+    a.flush()  # then a reports the older frame 0
     assert (a.skipped, b.skipped) == (0, 0)

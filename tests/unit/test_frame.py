@@ -173,3 +173,17 @@ def test_huge_claimed_dimensions_do_not_allocate() -> None:
     evil = header.replace(struct.pack("<2Q", 1, 1), struct.pack("<2Q", 2**40, 1))
     with pytest.raises(FrameError):
         decode(evil, b"\x00")
+
+
+def test_redis_packer_sends_frame_sized_buffers_without_copying() -> None:
+    """The broker's command packer hands a frame's memoryview to the socket as is (redis-py's would copy it)."""
+    from edgeflow.brokers.redis import RedisBroker, _ZeroCopyPacker
+
+    frame = memoryview(np.zeros(921_600, np.uint8)).cast("B")
+    chunks = _ZeroCopyPacker().pack("XADD", "k", "*", "d", frame)
+    assert any(c is frame for c in chunks), "the payload goes out as the very same buffer"
+    assert b"".join(bytes(c) for c in chunks).startswith(b"*5\r\n$4\r\nXADD\r\n")
+    small = _ZeroCopyPacker().pack("SET", "k", b"v")
+    assert b"".join(bytes(c) for c in small) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+    broker = RedisBroker("redis://127.0.0.1:1/0")
+    assert isinstance(broker.client.connection_pool.connection_kwargs["command_packer"], _ZeroCopyPacker)

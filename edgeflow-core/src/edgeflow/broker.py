@@ -82,6 +82,9 @@ class Subscription(ABC):
     def ack(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - realtime reads need no ack
         """Acknowledge deliveries once processed; a durable frame is never delivered again after this."""
 
+    def flush(self) -> None:  # noqa: B027 - for subscriptions that batch nothing
+        """Send what the subscription batches (skip counts, acknowledgements) now."""
+
     def dead_letter(self, delivery: Delivery, error: str) -> None:  # noqa: B027
         """Move a frame that kept failing to the target's dead-letter stream, with `error`, and acknowledge it."""
 

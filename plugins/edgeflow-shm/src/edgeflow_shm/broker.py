@@ -35,7 +35,6 @@ from ._pool import (
     stride,
     sweep,
 )
-from ._publisher import PipelinedPublisher
 
 if TYPE_CHECKING:
     from edgeflow.linker import Link
@@ -261,12 +260,8 @@ class SharedMemoryDataPlane:
         pipe.execute()
 
     def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
-        """The Redis publisher (pipelined for realtime-only sources), remembered so a full pool can trim."""
-        pub: Publisher
-        if isinstance(self, RedisBroker) and links and all(ln.qos == "realtime" for ln in links):
-            pub = PipelinedPublisher(self, source, links)
-        else:
-            pub = super().publisher(source, links)  # type: ignore[misc]
+        """The broker's own publisher, remembered so that a full pool can trim."""
+        pub: Publisher = super().publisher(source, links)  # type: ignore[misc]
         self._publishers[source] = pub
         return pub
 
@@ -332,6 +327,9 @@ class _ShmSubscription(Subscription):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self.inner.ack(deliveries)
+
+    def flush(self) -> None:
+        self.inner.flush()
 
     def dead_letter(self, delivery: Delivery, error: str) -> None:
         # A dead letter outlives the slot, so its payload goes inline: the Redis reader copies only h/d/r/p.
