@@ -583,9 +583,11 @@ class RedisSubscription(Subscription):
                 return []
             raise _translate(exc, self.broker.display_url) from exc
         except redis.RedisError as exc:
-            # Acks not sent are sent again with the next read; a durable frame is at worst delivered twice.
+            # Acks and skip counts not sent go with the next read; a durable frame is at worst delivered twice.
             for key, ids in acks.items():
                 self._pending_acks.setdefault(key, [])[:0] = ids
+            for source, args in notes.items():
+                self._pending_notes.setdefault(source, [])[:0] = args
             raise _translate(exc, self.broker.display_url) from exc
         for n in results[: len(notes)]:
             self.skipped += int(n)
@@ -597,10 +599,9 @@ class RedisSubscription(Subscription):
             for entry_id, fields in entries:
                 if qos == "realtime" and not self._noack:
                     self._pending_acks.setdefault(key, []).append(entry_id)
-                if fields:
-                    size += sum(len(v) for v in fields.values() if isinstance(v, bytes))
                 if not fields:
                     continue  # trimmed between delivery and read
+                size += sum(len(v) for v in fields.values() if isinstance(v, bytes))
                 writer, seq = fields.get(b"w"), fields.get(b"q")
                 if qos == "realtime" and writer is not None and seq is not None:
                     self._pending_notes.setdefault(source, []).extend((writer, seq))
