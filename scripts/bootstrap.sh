@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make demo` or `make test` needs, idempotently: a .venv with the workspace, and for
-# tests the Debian packages redis-server, chromium and chromium-driver.
+# tests the Debian packages redis-server, chromium and chromium-driver, and for the real image build
+# (tests/k8s/test_image_build.py) buildah, skopeo, mmdebstrap and docker-registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
@@ -22,6 +23,10 @@ if [ "$mode" = test ]; then
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+  command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
