@@ -6,6 +6,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,9 @@ return skipped - total
 """
 
 _TRIM_EVERY = 64
+# Commands a publisher sends before it waits for their replies, and the bytes they may carry.
+_WINDOW = 64
+_WINDOW_BYTES = 8 << 20
 # Buffers larger than this are written to the socket as they are rather than joined into one command buffer.
 _BUFFER_CUTOFF = 6000
 
@@ -373,7 +377,9 @@ class RedisPublisher(Publisher):
         self._dur_len = 0
         self._since_trim = 0
         self._conn: Any = None
-        self._reply_pending = False
+        self._outstanding: deque[tuple[list[tuple[Any, ...]], int, bool]] = deque()
+        self._resend: deque[tuple[list[tuple[Any, ...]], int, bool]] = deque()
+        self._window_bytes = 0
         # Groups exist before the first frame, so a target that starts later still gets every durable frame.
         for ln in self.links:
             broker.ensure_group(source, ln.target, ln.qos)
@@ -385,71 +391,89 @@ class RedisPublisher(Publisher):
         fields: dict[Any, Any] = self.broker._payload_fields(header, payload, self.links)
         fields["w"] = self.writer
         fields["q"] = self.seq + 1
-        client: Any = self.broker.client
-        try:
-            if self.dur_key is None and self.rt_key is not None:
-                self._send_realtime(fields)
-            else:
-                pipe = client.pipeline(transaction=False)
-                if self.rt_key is not None:
-                    pipe.xadd(self.rt_key, fields, maxlen=self.rt_depth, approximate=False)
-                pipe.xadd(self.dur_key, fields)
-                pipe.xlen(self.dur_key)
-                self._dur_len = int(pipe.execute()[-1])
-                self._since_trim += 1
-                if self._since_trim >= _TRIM_EVERY or self._dur_len >= self.dur_cap:
-                    self.trim()
-        except (redis.RedisError, OSError) as exc:
-            raise _translate(exc, self.broker.display_url) from exc
-        self.seq += 1
-
-    def _send_realtime(self, fields: dict[Any, Any]) -> None:
-        """XADD without waiting for the reply; the reply is read before the next XADD.
-
-        A realtime frame needs no confirmation before the next one is made (the newest wins; a failure drops
-        frames, counted), so the round trip overlaps the making of the next frame. A failure surfaces then.
-        """
-        args: list[Any] = [self.rt_key, "MAXLEN", self.rt_depth, "*"]
+        flat: list[Any] = []
         for key, value in fields.items():
-            args += (key, value)
+            flat += (key, value)
+        commands: list[tuple[Any, ...]] = []
+        if self.rt_key is not None:
+            commands.append(("XADD", self.rt_key, "MAXLEN", self.rt_depth, "*", *flat))
+        if self.dur_key is not None:
+            commands.append(("XADD", self.dur_key, "*", *flat))
         try:
-            if self._conn is None:
-                self._conn = self.broker.client.connection_pool.get_connection()
-            self._read_reply()
-            self._conn.send_command("XADD", *args)
-            self._reply_pending = True
-        except (redis.RedisError, OSError):
-            self._drop_connection()
-            raise
+            while self._resend:
+                self._send(*self._resend[0])
+                self._resend.popleft()
+            self._send(commands, len(payload) + len(header), self.durable)
+        except (redis.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+        self.seq += 1
+        if self.dur_key is not None:
+            self._dur_len += 1
+            self._since_trim += 1
+            if self._since_trim >= _TRIM_EVERY or self._dur_len >= self.dur_cap:
+                try:
+                    self.trim()
+                except redis.RedisError as exc:
+                    raise self._failed(exc) from exc
 
-    def _read_reply(self) -> None:
-        if self._reply_pending:
-            self._reply_pending = False
+    # Commands go out without waiting for their replies, which are read while later frames are made: the
+    # round trips overlap the producer's work, and small messages share round trips. At most _WINDOW commands
+    # (and _WINDOW_BYTES) wait for replies; durable ones are kept until their reply came, and sent again first
+    # if the connection breaks before that (at least once: a frame may land twice, never not at all).
+    def _send(self, commands: list[tuple[Any, ...]], size: int, keep: bool) -> None:
+        if self._conn is None:
+            self._conn = self.broker.client.connection_pool.get_connection()
+        conn = self._conn
+        while self._outstanding and conn.can_read(timeout=0):
+            self._collect_one()
+        while self._outstanding and (len(self._outstanding) >= _WINDOW or self._window_bytes + size > _WINDOW_BYTES):
+            self._collect_one()
+        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        self._outstanding.append((commands, size, keep))
+        self._window_bytes += size
+
+    def _collect_one(self) -> None:
+        commands, size, _ = self._outstanding[0]
+        for _ in commands:
             self._conn.read_response()
+        self._outstanding.popleft()
+        self._window_bytes -= size
 
-    def _drop_connection(self) -> None:
+    def _failed(self, exc: Exception) -> BrokerError:
+        """Drop the connection; keep the durable commands not yet confirmed, to send again first."""
+        unconfirmed = [item for item in self._outstanding if item[2]]
+        self._resend.extendleft(reversed(unconfirmed))
+        self._outstanding.clear()
+        self._window_bytes = 0
         if self._conn is not None:
             self._conn.disconnect()
             self.broker.client.connection_pool.release(self._conn)
             self._conn = None
-        self._reply_pending = False
+        return _translate(exc, self.broker.display_url)
 
     def close(self) -> None:
-        """Read the last reply and give the connection back."""
-        if self._conn is None:
-            return
+        """Wait for the replies still due, then give the connection back."""
         try:
-            self._read_reply()
-        except (redis.RedisError, OSError):
-            self._drop_connection()
-            return
-        self.broker.client.connection_pool.release(self._conn)
-        self._conn = None
+            while self._resend:
+                self._send(*self._resend[0])
+                self._resend.popleft()
+            while self._outstanding:
+                self._collect_one()
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+        if self._resend:
+            log.error("%s: %d durable frame(s) may not have reached Redis before the publisher closed: %s",
+                      self.source, len(self._resend), self.broker.display_url)  # fmt: skip
+        if self._conn is not None:
+            self.broker.client.connection_pool.release(self._conn)
+            self._conn = None
 
     def trim(self) -> int:
         """Delete durable entries that every target acknowledged; return the stream's length after."""
         assert self.dur_key is not None
         self._since_trim = 0
+        while self._outstanding:  # our own writes first, so that the length below counts them
+            self._collect_one()
         client: Any = self.broker.client
         key = self.dur_key
         safe: bytes | None = None

@@ -92,7 +92,8 @@ class FrameSender:
                     self._cond.wait()
                 if self._closed and not self._outbox:
                     break
-                message = self._outbox[0]
+                # Taken out while it is sent, so that send() can't count it dropped and have it arrive too.
+                message = self._outbox.popleft()
             try:
                 if sock is None:
                     sock = self._connect()
@@ -101,10 +102,12 @@ class FrameSender:
                     down_since, delay = None, 0.05
                 self._send_all(sock, message)
                 self.sent += 1
-                with self._cond:
-                    if self._outbox and self._outbox[0] is message:
-                        self._outbox.popleft()
             except OSError as exc:
+                with self._cond:
+                    if len(self._outbox) < self._limit:
+                        self._outbox.appendleft(message)  # sent again, whole, on the next connection
+                    else:
+                        self.dropped += 1
                 if sock is not None:
                     sock.close()
                     sock = None
