@@ -241,3 +241,41 @@ def test_consumer_return_shapes(redis_url: str, app_name: str) -> None:
         (2, 1002.0, 20, {"origin": "src"}),
         (3, 1003.0, 30, {"origin": "src", "extra": True}),
     ]
+
+
+def test_a_link_codec_encodes_once_for_its_link_only(redis_url: str, app_name: str) -> None:
+    """cam -> remote asks for JPEG: that link carries JPEG, decoded to an array; cam -> local stays raw and exact."""
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+    got: dict[str, list[np.ndarray]] = {"remote": [], "local": []}
+    img = np.zeros((240, 320, 3), np.uint8)
+    img[60:180, 80:240] = (10, 120, 250)
+
+    @app.node(name="cam", type="producer", fps=100)
+    class Cam(ProducerNode):
+        def configure(self) -> None:
+            self.i = 0
+
+        def produce(self) -> Any:
+            self.i += 1
+            return img if self.i <= 5 else None
+
+    for name in got:
+
+        @app.node(name=name, type="sink")
+        class Keep(SinkNode):
+            def process(self, data: Any) -> None:
+                got[self.name].append(data)
+
+    app.link("cam").to("remote", codec="jpeg", quality=90, depth=8)
+    app.link("cam").to("local", depth=8)
+    RunningApp(app).start().wait(timeout=20)
+    assert len(got["local"]) == len(got["remote"]) == 5
+    assert all(np.array_equal(a, img) for a in got["local"])
+    assert all(a.shape == img.shape and np.abs(a.astype(int) - img).mean() < 2.0 for a in got["remote"])
+    broker = RedisBroker(redis_url)
+    broker.bind(app_name)
+    raw_entry = broker.client.xrevrange(broker.stream_key("cam"), count=1)[0][1]
+    jpeg_entry = broker.client.xrevrange(broker.stream_key("cam", variant="jpeg90"), count=1)[0][1]
+    assert len(raw_entry[b"d"]) == img.nbytes
+    assert len(jpeg_entry[b"d"]) < img.nbytes // 20
+    broker.close()

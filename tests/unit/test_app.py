@@ -163,3 +163,24 @@ def test_bad_app_name_and_broker() -> None:
         EdgeApp("")
     with pytest.raises(NodeDefinitionError, match="broker must be"):
         EdgeApp("ok", broker="redis://localhost")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "message"),
+    [
+        ("det", {"codec": "webp"}, r"unknown codec 'webp'; installed codecs: \['jpeg'\]"),
+        ("det", {"codec": "jpeg", "quality": 101}, "quality must be an int from 1 to 100"),
+        ("gw", {"codec": "jpeg"}, "a gateway gets frames raw"),
+    ],
+)
+def test_bad_link_codecs(target: str, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(LinkError, match=message):
+        make_app().link("cam").to(target, **kwargs)  # type: ignore[arg-type]
+
+
+def test_codec_links_describe_their_encoding() -> None:
+    app = make_app()
+    app.link("cam").to("det", codec="jpeg", quality=70)
+    app.link("cam").to("log")
+    assert [ln.variant for ln in app.links] == ["jpeg70", ""]
+    assert app.describe()["links"][0]["codec"] == "jpeg70"

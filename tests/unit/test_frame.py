@@ -187,3 +187,40 @@ def test_redis_packer_sends_frame_sized_buffers_without_copying() -> None:
     assert b"".join(bytes(c) for c in small) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
     broker = RedisBroker("redis://127.0.0.1:1/0")
     assert isinstance(broker.client.connection_pool.connection_kwargs["command_packer"], _ZeroCopyPacker)
+
+
+def test_link_codec_encodes_images_and_decodes_them_back() -> None:
+    from edgeflow.codecs import get_codec
+    from edgeflow.frame import KIND_ENCODED
+
+    jpeg = get_codec("jpeg")
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[100:300, 200:400] = (0, 200, 255)
+    header, payload = encode(Frame(4, 5.0, {"cam": "front"}, img), jpeg, {"quality": 90})
+    assert header[3] == KIND_ENCODED
+    assert len(payload) < img.nbytes // 20, "a JPEG of a simple scene is a small fraction of the raw frame"
+    got = decode(header, bytes(payload))
+    assert (got.frame_id, got.timestamp, got.meta) == (4, 5.0, {"cam": "front"})
+    assert got.data.shape == img.shape and got.data.dtype == np.uint8
+    assert np.abs(got.data.astype(int) - img).mean() < 2.0
+    gray = np.full((30, 40), 77, np.uint8)
+    assert decode(*encode(Frame(0, 0.0, {}, gray), jpeg, {})).data.shape == (30, 40)
+    # What the codec can't take travels raw, exactly.
+    floats = np.arange(6, dtype=np.float32)
+    header, payload = encode(Frame(0, 0.0, {}, floats), jpeg, {})
+    np.testing.assert_array_equal(decode(header, payload).data, floats)
+
+
+def test_hostile_encoded_frames_are_rejected() -> None:
+    from edgeflow.codecs import get_codec
+
+    img = np.zeros((48, 64, 3), np.uint8)
+    header, payload = encode(Frame(0, 0.0, {}, img), get_codec("jpeg"), {})
+    # The header claims a bigger image than the JPEG holds: refused before any decoding.
+    evil = header.replace(struct.pack("<3Q", 48, 64, 3), struct.pack("<3Q", 4800, 6400, 3))
+    with pytest.raises(FrameError, match="48x64"):
+        decode(evil, bytes(payload))
+    with pytest.raises(FrameError, match="corrupted JPEG"):
+        decode(header, b"\xff\xd8 not a jpeg".ljust(len(payload), b"\x00"))
+    with pytest.raises(FrameError, match="codec 'webp', which is not installed"):
+        decode(header.replace(b"\x04jpeg", b"\x04webp"), bytes(payload))

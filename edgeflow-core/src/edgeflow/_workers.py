@@ -16,6 +16,7 @@ import numpy as np
 
 from .app import EdgeApp, NodeSpec
 from .broker import Broker, Delivery, Publisher, Subscription
+from .codecs import get_codec
 from .comms.tcp import FrameSender, FrameServer
 from .config import settings
 from .errors import BackpressureError, BrokerError, ConfigurationError, FrameError, NodeError
@@ -124,7 +125,8 @@ class Worker:
         self.node: Node | None = None
         self.thread: threading.Thread | None = None
         self.finished = threading.Event()
-        self.publisher: Publisher | None = None
+        # One publisher per encoding of this node's output: raw, and one per link codec asked for.
+        self.publishers: list[tuple[Any, dict[str, Any], Publisher]] = []
         self.senders: list[FrameSender] = []
         self.consumer_name = f"{socket.gethostname()}-{os.getpid()}-{replica}"
         self.outage_dropped = 0
@@ -149,11 +151,19 @@ class Worker:
         app, name = self.ctx.app, self.spec.name
         links = app.links_from(name)
         redis_links = [ln for ln in links if ln.transport == "redis"]
+        groups: dict[str, list[Link]] = {}
+        for ln in redis_links:
+            groups.setdefault(ln.variant, []).append(ln)
         # An unlinked output still exists as a realtime topic that others may read through input_topics.
-        if redis_links or not links:
+        if not links:
+            groups[""] = []
+        for variant_links in groups.values():
+            first = variant_links[0] if variant_links else None
+            codec = get_codec(first.codec) if first is not None and first.codec else None
+            params = dict(first.options) if first is not None else {}
             while True:
                 try:
-                    self.publisher = self.ctx.broker.publisher(name, redis_links)
+                    self.publishers.append((codec, params, self.ctx.broker.publisher(name, variant_links)))
                     break
                 except BrokerError as exc:
                     if self.ctx.stop.is_set():
@@ -167,17 +177,23 @@ class Worker:
 
     def emit(self, frame: Frame) -> bool:
         """Send `frame` on every output link; False when the broker could not take it (counted)."""
-        encoded = encode(frame)
+        raw: tuple[bytes, Any] | None = None
+        if self.senders or any(codec is None for codec, _, _ in self.publishers):
+            raw = encode(frame)
         for sender in self.senders:
-            sender.send(frame, encoded)
-        if self.publisher is not None and not self._publish(frame, encoded):
+            sender.send(frame, raw)
+        ok = True
+        for codec, params, publisher in self.publishers:
+            # Each encoding is made once per frame, for all the links that asked for it.
+            encoded = raw if codec is None else encode(frame, codec, params)
+            assert encoded is not None
+            ok = self._publish(publisher, frame, encoded) and ok
+        if not ok:
             return False
         self.stats.frames_out += 1
         return True
 
-    def _publish(self, frame: Frame, encoded: tuple[bytes, Any]) -> bool:
-        publisher = self.publisher
-        assert publisher is not None
+    def _publish(self, publisher: Publisher, frame: Frame, encoded: tuple[bytes, Any]) -> bool:
         durable = publisher.durable
         while True:
             if not durable and not self.outage.should_try():
@@ -235,8 +251,8 @@ class Worker:
         for sender in self.senders:
             sender.close(timeout=1.0)
         self.sync_counters()
-        if self.publisher is not None:
-            self.publisher.close()
+        for _, _, publisher in self.publishers:
+            publisher.close()
 
     def run(self) -> None:
         """The node's loop; returns when the context stops or the node ends."""

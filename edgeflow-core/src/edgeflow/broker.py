@@ -156,7 +156,7 @@ class Broker(ABC):
         """
         return False
 
-    def link_depth(self, source: str, group: str) -> int | None:
+    def link_depth(self, source: str, group: str, variant: str = "") -> int | None:
         """Return how many frames of `source` wait for `group`, or None when unknown."""
         return None
 

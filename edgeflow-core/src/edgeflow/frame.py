@@ -3,7 +3,8 @@
 Layout (little-endian), version 1::
 
     fixed   magic "EF" | version u8 | kind u8 | frame_id u64 | timestamp f64 | meta_len u32 | data_len u64
-    array   (kind ndarray only) dtype_len u8 | dtype str | ndim u8 | shape u64 * ndim
+    array   (kind ndarray and encoded) dtype_len u8 | dtype str | ndim u8 | shape u64 * ndim
+    codec   (kind encoded only) name_len u8 | codec name
     meta    JSON, utf-8, meta_len bytes
     data    data_len bytes: raw array memory, the bytes as given, or JSON
 
@@ -27,6 +28,7 @@ from .errors import FrameError
 
 __all__ = [
     "KIND_BYTES",
+    "KIND_ENCODED",
     "KIND_JSON",
     "KIND_NDARRAY",
     "WIRE_VERSION",
@@ -45,7 +47,8 @@ MAGIC = b"EF"
 KIND_BYTES = 0
 KIND_NDARRAY = 1
 KIND_JSON = 2
-_KINDS = (KIND_BYTES, KIND_NDARRAY, KIND_JSON)
+KIND_ENCODED = 3  # an array encoded by a link codec; the header keeps its dtype, shape and the codec's name
+_KINDS = (KIND_BYTES, KIND_NDARRAY, KIND_JSON, KIND_ENCODED)
 _FIXED = struct.Struct("<2sBBQdIQ")
 _MAX_NDIM = 32
 # Kinds of numpy dtype that are plain memory: bool, ints, floats, complex. Objects never travel.
@@ -87,8 +90,11 @@ def _dumps(obj: Any, what: str) -> bytes:
         ) from exc
 
 
-def encode(frame: Frame) -> tuple[bytes, Buffer]:
-    """Encode `frame` into `(header, payload)`; an array's payload is a view of its memory, not a copy."""
+def encode(frame: Frame, codec: Any = None, params: dict[str, Any] | None = None) -> tuple[bytes, Buffer]:
+    """Encode `frame` into `(header, payload)`; an array's payload is a view of its memory, not a copy.
+
+    With a link `codec` (see `edgeflow.codecs`), an array the codec accepts travels encoded by it.
+    """
     data = frame.data
     fid = frame.frame_id
     if not isinstance(fid, int) or not 0 <= fid < 2**64:
@@ -107,11 +113,18 @@ def encode(frame: Frame) -> tuple[bytes, Buffer]:
             raise FrameError(f"arrays of dtype {data.dtype} can't be sent; use a numeric or bool dtype")
         if data.ndim > _MAX_NDIM:
             raise FrameError(f"arrays with {data.ndim} dimensions can't be sent (at most {_MAX_NDIM})")
-        if not data.flags.c_contiguous:
-            data = np.ascontiguousarray(data)  # the only copy: a strided view has no flat memory to send
         dtype = data.dtype.str.encode()
         array_desc = struct.pack(f"<B{len(dtype)}sB{data.ndim}Q", len(dtype), dtype, data.ndim, *data.shape)
-        payload = memoryview(data).cast("B") if data.size else b""
+        packed = codec.encode(data, params or {}) if codec is not None else None
+        if packed is not None:
+            kind = KIND_ENCODED
+            name = codec.name.encode()
+            array_desc += struct.pack(f"<B{len(name)}s", len(name), name)
+            payload = packed
+        else:
+            if not data.flags.c_contiguous:
+                data = np.ascontiguousarray(data)  # the only copy: a strided view has no flat memory to send
+            payload = memoryview(data).cast("B") if data.size else b""
     elif isinstance(data, (bytes, bytearray, memoryview)):
         kind = KIND_BYTES
         payload = data if not isinstance(data, memoryview) else data.cast("B")
@@ -122,9 +135,10 @@ def encode(frame: Frame) -> tuple[bytes, Buffer]:
     return fixed + array_desc + meta, payload
 
 
-def _parse_header(
-    buf: memoryview,
-) -> tuple[int, int, float, dict[str, Any], tuple[str, tuple[int, ...]] | None, int, int]:
+_Desc = tuple[str, tuple[int, ...], str]
+
+
+def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _Desc | None, int, int]:
     """Parse a header; return kind, frame_id, timestamp, meta, array descriptor, header length and data length."""
     if len(buf) < _FIXED.size:
         raise FrameError(f"truncated frame: {len(buf)} bytes is shorter than the {_FIXED.size}-byte header")
@@ -137,7 +151,7 @@ def _parse_header(
         raise FrameError(f"unknown payload kind {kind}")
     pos = _FIXED.size
     desc = None
-    if kind == KIND_NDARRAY:
+    if kind in (KIND_NDARRAY, KIND_ENCODED):
         try:
             (dlen,) = struct.unpack_from("<B", buf, pos)
             dtype_str = bytes(buf[pos + 1 : pos + 1 + dlen]).decode("ascii")
@@ -147,9 +161,14 @@ def _parse_header(
                 raise FrameError(f"array header claims {ndim} dimensions (at most {_MAX_NDIM})")
             shape = struct.unpack_from(f"<{ndim}Q", buf, pos + 1)
             pos += 1 + 8 * ndim
+            codec_name = ""
+            if kind == KIND_ENCODED:
+                (clen,) = struct.unpack_from("<B", buf, pos)
+                codec_name = bytes(buf[pos + 1 : pos + 1 + clen]).decode("ascii")
+                pos += 1 + clen
         except (struct.error, UnicodeDecodeError) as exc:
             raise FrameError(f"truncated or corrupted array header: {exc}") from exc
-        desc = (dtype_str, tuple(int(s) for s in shape))
+        desc = (dtype_str, tuple(int(s) for s in shape), codec_name)
     if len(buf) < pos + meta_len:
         raise FrameError(f"truncated frame: meta needs {meta_len} bytes, {len(buf) - pos} left")
     try:
@@ -172,7 +191,7 @@ def peek(header: Buffer) -> tuple[int, float]:
     return int(fid), float(ts)
 
 
-def _make_data(kind: int, desc: tuple[str, tuple[int, ...]] | None, payload: Buffer) -> Any:
+def _make_data(kind: int, desc: _Desc | None, payload: Buffer) -> Any:
     if kind == KIND_BYTES:
         return payload if isinstance(payload, bytes) else bytes(payload)
     if kind == KIND_JSON:
@@ -181,13 +200,22 @@ def _make_data(kind: int, desc: tuple[str, tuple[int, ...]] | None, payload: Buf
         except (UnicodeDecodeError, ValueError) as exc:
             raise FrameError(f"corrupted JSON payload: {exc}") from exc
     assert desc is not None
-    dtype_str, shape = desc
+    dtype_str, shape, codec_name = desc
     try:
         dtype = np.dtype(dtype_str)
     except TypeError as exc:
         raise FrameError(f"corrupted array header: bad dtype {dtype_str!r}") from exc
     if dtype.kind not in _DTYPE_KINDS or dtype.hasobject:
         raise FrameError(f"array dtype {dtype_str!r} is not allowed on the wire")
+    if kind == KIND_ENCODED:
+        from .codecs import get_codec
+        from .errors import ConfigurationError
+
+        try:
+            codec = get_codec(codec_name)
+        except ConfigurationError as exc:
+            raise FrameError(f"frame encoded with codec {codec_name!r}, which is not installed here: {exc}") from exc
+        return codec.decode(bytes(payload), dtype, shape)
     count = math.prod(shape)
     if count * dtype.itemsize != len(payload):
         raise FrameError(

@@ -38,6 +38,11 @@ def register_metrics(register: Callable[[str, Callable[[], Any]], None]) -> None
 
 
 @hookspec
+def register_codecs(register: Callable[[str, Any], None]) -> None:
+    """Register link codecs by name: `register("jpeg", JpegCodec())` (see `edgeflow.codecs.Codec`)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the `edgeflow` click group."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import LinkError
+from .errors import ConfigurationError, LinkError
 
 if TYPE_CHECKING:
     from .app import EdgeApp
@@ -31,10 +31,25 @@ class Link:
     claim_after: float = 15.0
     max_len: int = 10_000
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    codec: str | None = None
+
+    @property
+    def variant(self) -> str:
+        """How this link's frames are encoded on the wire: "" for raw, else the codec and its quality."""
+        if self.codec is None:
+            return ""
+        quality = self.options.get("quality")
+        return f"{self.codec}{quality}" if quality is not None else self.codec
 
     def describe(self) -> dict[str, Any]:
         """Return the link as a JSON-ready dict."""
-        return {"source": self.source, "target": self.target, "qos": self.qos, "transport": self.transport}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "qos": self.qos,
+            "transport": self.transport,
+            "codec": self.variant or None,
+        }
 
 
 class LinkBuilder:
@@ -54,6 +69,7 @@ class LinkBuilder:
         max_attempts: int = 3,
         claim_after: float = 15.0,
         max_len: int = 10_000,
+        codec: str | None = None,
         **options: Any,
     ) -> LinkBuilder:
         """Link this node to `target` and return a builder that links onward from `target`.
@@ -66,6 +82,8 @@ class LinkBuilder:
             max_attempts: durable: tries of a failing frame before it goes to the dead-letter stream.
             claim_after: durable: seconds a frame may sit with a silent replica before a live one takes it over.
             max_len: durable: frames the link holds unacknowledged before the producer blocks (backpressure).
+            codec: encode frames for this link only, e.g. codec="jpeg", quality=80 for a slow network; each
+                frame is encoded once for all the links that ask for the same codec, and decoded by the reader.
         """
         app = self._app
         app._require_node(target, "link")
@@ -96,6 +114,20 @@ class LinkBuilder:
         if not isinstance(max_len, int) or max_len < 2:
             raise LinkError(f"max_len must be an int >= 2 for {self.source} -> {target}, got {max_len!r}")
         transport = "tcp" if dst.type == "gateway" else "redis"
+        if codec is not None:
+            if transport == "tcp":
+                raise LinkError(
+                    f"{self.source} -> {target}: a gateway gets frames raw and JPEG-encodes them once for its "
+                    "viewers; drop codec= from this link",
+                    source=self.source,
+                    target=target,
+                )
+            from .codecs import get_codec
+
+            try:
+                get_codec(codec).check(dict(options))
+            except ConfigurationError as exc:
+                raise LinkError(f"{self.source} -> {target}: {exc}", source=self.source, target=target) from exc
         if transport == "tcp" and qos == "durable":
             raise LinkError(
                 f"{self.source} -> {target}: links into a gateway are realtime (viewers want the newest frame); "
@@ -104,7 +136,7 @@ class LinkBuilder:
                 target=target,
             )
         link = Link(
-            self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options)
+            self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options), codec
         )
         for existing in app.links:
             if existing.source == self.source and existing.target == target:

@@ -17,7 +17,7 @@ from .errors import PluginError
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "get_plugin_manager", "plugin_info", "registry", "reset"]
 
 ENTRY_POINT_GROUP = "edgeflow"
-DEFAULT_PLUGINS = ("edgeflow.brokers.redis",)
+DEFAULT_PLUGINS = ("edgeflow.brokers.redis", "edgeflow.codecs")
 
 _lock = threading.Lock()
 _pm: pluggy.PluginManager | None = None

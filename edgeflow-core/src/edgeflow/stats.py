@@ -193,7 +193,7 @@ class StatsAggregator:
             for link in self.graph.get("links", []):
                 if link["transport"] != "redis":
                     continue
-                depth = self.broker.link_depth(link["source"], link["target"])
+                depth = self.broker.link_depth(link["source"], link["target"], link.get("codec") or "")
                 with self._lock:
                     self._depths[(link["source"], link["target"])] = depth
             if self._stop.wait(1.0):

@@ -235,9 +235,9 @@ class RedisBroker(Broker):
         """Return the Redis key for `parts` inside this app's namespace."""
         return ":".join(("ef", self.namespace, *parts))
 
-    def stream_key(self, source: str, qos: str = "realtime") -> str:
-        """Return the stream that carries `source`'s frames on links of `qos`."""
-        return self.key("rt" if qos == "realtime" else "dur", source)
+    def stream_key(self, source: str, qos: str = "realtime", variant: str = "") -> str:
+        """Return the stream that carries `source`'s frames on links of `qos` (encoded as `variant`, if any)."""
+        return self.key("rt" if qos == "realtime" else "dur", f"{source}~{variant}" if variant else source)
 
     def dead_key(self, target: str) -> str:
         """Return the dead-letter stream of the node `target`."""
@@ -274,9 +274,9 @@ class RedisBroker(Broker):
             raise ConfigurationError("subscribe() takes the links into one target node")
         return self.subscription_class(self, list(links), consumer)
 
-    def ensure_group(self, source: str, group: str, qos: str = "realtime") -> None:
+    def ensure_group(self, source: str, group: str, qos: str = "realtime", variant: str = "") -> None:
         """Create the consumer group `group` on `source`'s stream if it does not exist."""
-        self._ensure_group_key(self.stream_key(source, qos), group)
+        self._ensure_group_key(self.stream_key(source, qos, variant), group)
 
     def _ensure_group_key(self, key: str, group: str) -> None:
         try:
@@ -287,12 +287,12 @@ class RedisBroker(Broker):
         except redis.RedisError as exc:
             raise _translate(exc, self.display_url) from exc
 
-    def link_depth(self, source: str, group: str) -> int | None:
+    def link_depth(self, source: str, group: str, variant: str = "") -> int | None:
         """Return how many entries of `source` wait for `group` (Redis 7's lag plus unacknowledged), or None."""
         total: int | None = None
         for qos in ("realtime", "durable"):
             try:
-                infos = self.client.xinfo_groups(self.stream_key(source, qos))
+                infos = self.client.xinfo_groups(self.stream_key(source, qos, variant))
             except redis.RedisError:
                 continue
             for info in infos:
@@ -369,9 +369,13 @@ class RedisPublisher(Publisher):
         self.seq = 0
         rt = [ln for ln in self.links if ln.qos == "realtime"]
         dur = [ln for ln in self.links if ln.qos == "durable"]
-        self.rt_key = broker.stream_key(source, "realtime") if rt or not self.links else None
+        variants = {ln.variant for ln in self.links}
+        if len(variants) > 1:
+            raise ConfigurationError(f"one publisher writes one encoding; {source!r} got links of {sorted(variants)}")
+        self.variant = variants.pop() if variants else ""
+        self.rt_key = broker.stream_key(source, "realtime", self.variant) if rt or not self.links else None
         self.rt_depth = max((ln.depth for ln in rt), default=1)
-        self.dur_key = broker.stream_key(source, "durable") if dur else None
+        self.dur_key = broker.stream_key(source, "durable", self.variant) if dur else None
         self.dur_cap = min((ln.max_len for ln in dur), default=0)
         self.durable = bool(dur)
         self._dur_len = 0
@@ -382,7 +386,7 @@ class RedisPublisher(Publisher):
         self._window_bytes = 0
         # Groups exist before the first frame, so a target that starts later still gets every durable frame.
         for ln in self.links:
-            broker.ensure_group(source, ln.target, ln.qos)
+            broker.ensure_group(source, ln.target, ln.qos, self.variant)
 
     def publish(self, frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> None:
         if self.dur_key is not None and self._dur_len >= self.dur_cap:
@@ -539,7 +543,7 @@ class RedisSubscription(Subscription):
         # stream key -> (source, qos, link)
         self._streams: dict[str, tuple[str, str, Link | None]] = {}
         for ln in links:
-            self._streams[broker.stream_key(ln.source, ln.qos)] = (ln.source, ln.qos, ln)
+            self._streams[broker.stream_key(ln.source, ln.qos, ln.variant)] = (ln.source, ln.qos, ln)
         durable = [ln for ln in links if ln.qos == "durable"]
         if durable:
             self._streams[broker.replay_key(self.group)] = ("", "durable", None)
