@@ -7,9 +7,12 @@ demo:
 	scripts/bootstrap.sh demo
 	.venv/bin/python examples/main.py
 
+# tests/k8s runs in a pytest process of its own: after its CLI and image-build tests, a WebInterface started
+# later in the same process sometimes never reported uvicorn as started (not reproducible in isolation yet).
 test:
 	scripts/bootstrap.sh test
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --ignore=tests/k8s
+	.venv/bin/python -m pytest -q tests/k8s
 
 test-fast:
 	.venv/bin/python -m pytest -q -m "not browser and not slow"

@@ -225,33 +225,6 @@ def test_bad_namespace_is_an_error(seed_app: EdgeApp) -> None:
         render(seed_app, RenderOptions(IMAGE, "My_NS"))
 
 
-def test_gateway_readiness_probe_runs_against_a_real_token_protected_gateway(
-    seed_objects: list[dict[str, Any]], redis_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No kubelet here: the exec probe's command is run as the kubelet runs it in the pod (the pod's environment
-    carries EDGEFLOW_TOKEN from the Secret), against a real gateway whose routes all want that token."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.web.support import make_app, run_pipeline
-
-    gateway = _by(seed_objects, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
-    command = gateway["readinessProbe"]["exec"]["command"]
-    monkeypatch.setenv("EDGEFLOW_TOKEN", "probe-secret")
-    app, holder = make_app(redis_server.url)
-    with run_pipeline(app, holder, token="probe-secret") as running:
-        code = command[2].replace("127.0.0.1:8000", f"127.0.0.1:{running.web.port}")
-        assert code != command[2], "the probe targets the gateway's HTTP port"
-
-        def probe(token: str) -> int:
-            env = dict(os.environ, EDGEFLOW_TOKEN=token)
-            return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30).returncode
-
-        assert probe("probe-secret") == 0
-        assert probe("wrong") != 0
-
-
 def test_real_dual_plugin_and_durable_links_shape_the_redis_servers() -> None:
     """With the real edgeflow-dualredis plugin: `redis-data` refuses to evict, and durable links turn on AOF."""
     from edgeflow import plugins
