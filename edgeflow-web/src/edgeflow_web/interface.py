@@ -161,6 +161,10 @@ class WebInterface(GatewayInterface):
             ws="websockets-sansio",
             timeout_graceful_shutdown=1,
         )
+        # Load the app and import the protocol and loop modules here, on the calling thread, before the server
+        # thread starts: its start-up then has nothing left to import, and a bad setting fails in start().
+        config.load()
+        config.get_loop_factory()
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(target=self._serve, args=(server, sock), name="edgeflow-web-http", daemon=True)
