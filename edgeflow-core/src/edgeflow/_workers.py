@@ -272,7 +272,8 @@ class Worker:
         sent_dropped = sum(s.dropped for s in self.senders)
         if self.senders:
             self.stats.extra["gateway_dropped"] = sent_dropped
-        self.stats.dropped = self.input_dropped() + sent_dropped + self.outage_dropped
+        published_dropped = sum(p.dropped for _, _, p in self.publishers)
+        self.stats.dropped = self.input_dropped() + sent_dropped + self.outage_dropped + published_dropped
 
 
 class ProducerWorker(Worker):

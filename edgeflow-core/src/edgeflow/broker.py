@@ -54,6 +54,8 @@ class Publisher(ABC):
 
     #: True when some link is durable: the runner then holds a frame it could not write and retries it.
     durable: bool = False
+    #: Realtime frames the publisher dropped by design (a data plane with no room for them): counted.
+    dropped: int = 0
 
     @abstractmethod
     def publish(self, frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> None:
