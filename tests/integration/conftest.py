@@ -27,7 +27,13 @@ def _dualredis_refs(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
 
 def _shm(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
     # Every payload through shared memory: the contract's frames are small and would otherwise stay inline.
-    return ShmBroker(control.url, shm_min_bytes=0)
+    # Stream entries for every frame, as with readers on other hosts.
+    return ShmBroker(control.url, shm_min_bytes=0, shm_local=False)
+
+
+def _shm_channel(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
+    # Realtime links whose readers are all on this host go through the channel, without stream entries.
+    return ShmBroker(control.url)
 
 
 #: name -> factory(control server, data server). A broker plugin adds itself here to be held to the contract.
@@ -36,6 +42,7 @@ BROKERS: dict[str, Callable[[EmbeddedRedis, EmbeddedRedis], Broker]] = {
     "dualredis": _dualredis,
     "dualredis-refs": _dualredis_refs,
     "shm": _shm,
+    "shm-channel": _shm_channel,
 }
 
 

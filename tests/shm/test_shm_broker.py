@@ -21,6 +21,8 @@ from edgeflow.linker import Link
 from edgeflow_shm import ShmBroker, sweep
 from edgeflow_shm._pool import SHM_DIR
 
+from .helpers import read_one
+
 BIG = (480, 640, 3)
 
 
@@ -37,6 +39,7 @@ def image(i: int) -> np.ndarray:
 
 
 def make(url: str, app: str, **kw: Any) -> ShmBroker:
+    kw.setdefault("shm_local", False)  # these tests look at the stream entries; the channel has tests of its own
     b = ShmBroker(url, **kw)
     b.bind(app)
     b.connect()
@@ -50,15 +53,6 @@ def brokers(redis_server: EmbeddedRedis, app_name: str) -> Iterator[list[ShmBrok
     yield made
     for b in made:
         b.close()
-
-
-def read_one(sub: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = sub.read(0.05)
-        if got:
-            return got[0]
-    raise AssertionError("no frame arrived")
 
 
 def entries(b: ShmBroker, qos: str = "realtime") -> list[dict[bytes, Any]]:

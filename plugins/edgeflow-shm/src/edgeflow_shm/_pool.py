@@ -28,13 +28,17 @@ import struct
 import threading
 from pathlib import Path
 
-__all__ = ["SHM_DIR", "ReaderFiles", "Segment", "host_id", "map_readonly", "size_class", "stride", "sweep"]
+__all__ = [
+    "SHM_DIR", "ReaderFiles", "Segment", "align64", "host_id", "map_readonly", "size_class", "slot_info", "stride",
+    "sweep",
+]  # fmt: skip
 
 log = logging.getLogger("edgeflow.shm")
 
 SHM_DIR = Path(os.environ.get("EDGEFLOW_SHM_DIR", "/dev/shm"))
-SLOT_HEADER = 64  # generation u64, length u64; the data starts 64-byte aligned
+SLOT_HEADER = 64  # generation u64, length u64, frame-header length u64, sequence u64; data 64-byte aligned
 _GEN = struct.Struct("<QQ")
+_SLOT = struct.Struct("<QQQQ")
 # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), padding.
 _FLOCK = struct.Struct("hhqqi4x")
 _NAME = re.compile(r"^edgeflow-(?P<app>.+)-(?P<pid>\d+)-(?P<start>\d+)-(?P<tok>[0-9a-f]+)$")
@@ -43,6 +47,11 @@ _NAME = re.compile(r"^edgeflow-(?P<app>.+)-(?P<pid>\d+)-(?P<start>\d+)-(?P<tok>[
 def size_class(n: int) -> int:
     """The slot capacity for an n-byte payload: a power of two from 4 KiB."""
     return 1 << max(12, (n - 1).bit_length())
+
+
+def align64(n: int) -> int:
+    """`n` rounded up to a multiple of 64."""
+    return -(-n // 64) * 64
 
 
 def stride(capacity: int) -> int:
@@ -111,6 +120,21 @@ def sweep(app: str | None = None) -> int:
     return removed
 
 
+def create_file(app: str, size: int) -> tuple[str, int, mmap.mmap]:
+    """Create `/dev/shm/edgeflow-{app}-{pid}-{start}-{token}` of `size` bytes (name, open fd, writable map)."""
+    pid = os.getpid()
+    name = f"edgeflow-{app}-{pid}-{_start_time(pid) or 0}-{secrets.token_hex(4)}"
+    fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        return name, fd, mmap.mmap(fd, size)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(SHM_DIR / name)
+        raise
+
+
 class Segment:
     """One producer's file of `nslots` equal slots; only its owner writes."""
 
@@ -118,31 +142,26 @@ class Segment:
         self.capacity = capacity
         self.nslots = nslots
         self.stride = stride(capacity)
-        pid = os.getpid()
-        self.name = f"edgeflow-{app}-{pid}-{_start_time(pid) or 0}-{secrets.token_hex(4)}"
-        self.path = SHM_DIR / self.name
         size = self.stride * nslots
         vfs = os.statvfs(SHM_DIR)
         if vfs.f_bavail * vfs.f_frsize < 2 * size:
             # Pages are taken as slots are first written: leave room so a write never meets a full /dev/shm.
             raise OSError(f"{SHM_DIR} has {vfs.f_bavail * vfs.f_frsize} bytes free, a segment needs {size}")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, size)
-            self.mm = mmap.mmap(fd, size)
-        except OSError:
-            os.close(fd)
-            self.unlink()
-            raise
+        self.name, fd, self.mm = create_file(app, size)
+        self.path = SHM_DIR / self.name
         self.fd = fd  # kept open: the writer's locks live on this open file
         self.gens = [0] * nslots
         self.next = 0
         self.held: set[int] = set()  # slots whose durable entries are not yet acknowledged by every group
         self.lock = threading.Lock()
 
-    def write(self, payload: memoryview) -> tuple[int, int] | None:
-        """Copy `payload` into a free slot; return (slot, generation), or None when every slot is held."""
+    def write(self, payload: memoryview, header: bytes = b"", seq: int = 0) -> tuple[int, int] | None:
+        """Copy `payload` (and the frame `header` after it) into a free slot; (slot, generation) or None when
+        every slot is held."""
         n = len(payload)
+        at = align64(n)
+        if at + len(header) > self.capacity:
+            raise ValueError(f"{n} + {len(header)} bytes don't fit a slot of {self.capacity}")
         with self.lock:
             for k in range(self.nslots):
                 i = (self.next + k) % self.nslots
@@ -155,7 +174,9 @@ class Segment:
                     gen = self.gens[i] + 1
                     self.gens[i] = gen
                     self.mm[off + SLOT_HEADER : off + SLOT_HEADER + n] = payload
-                    _GEN.pack_into(self.mm, off, gen, n)
+                    if header:
+                        self.mm[off + SLOT_HEADER + at : off + SLOT_HEADER + at + len(header)] = header
+                    _SLOT.pack_into(self.mm, off, gen, n, len(header), seq)
                 finally:
                     unlock(self.fd, off)
                 self.next = (i + 1) % self.nslots
@@ -247,6 +268,12 @@ class ReaderFiles:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds.clear()
+
+
+def slot_info(view: memoryview, off: int) -> tuple[int, int, int, int]:
+    """Return (generation, length, frame-header length, sequence number) of the slot at `off`."""
+    gen, n, hlen, seq = _SLOT.unpack_from(view, off)
+    return int(gen), int(n), int(hlen), int(seq)
 
 
 def slot_generation(view: memoryview, off: int) -> tuple[int, int]:
