@@ -197,3 +197,27 @@ def test_ten_viewers_keep_full_rate_beside_a_slow_one_and_memory_stays_flat(redi
     # The slow viewer took a fraction of the video (it skips frames) while memory did not grow with its backlog.
     assert slow_bytes[0] < 0.2 * sum(sizes) / 10
     assert growth < 40, f"RSS grew by {growth:.1f} MB in 5 s"
+
+
+@pytest.mark.parametrize("max_fps", [15, 0])
+def test_stream_rate_is_capped_and_each_part_is_the_newest_frame(redis_server: EmbeddedRedis, max_fps: int) -> None:
+    """A 150 fps topic watched through a stream capped at 15 fps: 15 JPEGs/s, each of the newest frame;
+    max_fps=0 encodes every frame it can."""
+    app, holder = make_app(redis_server.url, fps=150, shape=(120, 160, 3), web_kwargs={"max_fps": max_fps})
+    with run_pipeline(app, holder) as running, mjpeg(running, "cam") as stream:
+        arrivals: list[float] = []
+        ages: list[float] = []
+        t_end = time.monotonic() + 2.0
+        for headers, _ in stream:
+            arrivals.append(time.monotonic())
+            ages.append(time.time() - float(headers["x-timestamp"]))
+            if time.monotonic() > t_end:
+                break
+        with running.client() as c:
+            produced = c.get("/api/fps").json()["cam"]
+    assert produced > 100, "frames reach the gateway at their own rate"
+    if max_fps:
+        assert 5 <= rate(arrivals) <= 16.5, rate(arrivals)  # at most the cap (a loaded machine may give less)
+        assert sorted(ages)[len(ages) // 2] < 0.1, "a capped stream shows the newest frame, not a backlog"
+    else:
+        assert rate(arrivals) > 60, rate(arrivals)

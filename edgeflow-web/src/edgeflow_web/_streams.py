@@ -57,10 +57,11 @@ class _Rate:
 class TopicStream:
     """The newest frame of one topic and its JPEG, shared by every viewer of that topic."""
 
-    def __init__(self, topic: str, *, buffer_delay: float = 0.0, quality: int = 80) -> None:
+    def __init__(self, topic: str, *, buffer_delay: float = 0.0, quality: int = 80, max_fps: float = 0.0) -> None:
         self.topic = topic
         self.buffer_delay = max(0.0, float(buffer_delay))
         self.quality = quality
+        self._period = 1.0 / max_fps if max_fps > 0 else 0.0
         self._cond = threading.Condition()
         # Intake side, guarded by _cond.
         self._heap: list[tuple[float, int, float, Frame]] = []
@@ -128,16 +129,23 @@ class TopicStream:
     # Encoder --------------------------------------------------------------------------------------------
     def _encode_loop(self) -> None:
         encoded_seq = 0
+        next_at = 0.0
         while True:
             with self._cond:
                 while True:
                     if self._closed:
                         return
-                    self._release_due(time.monotonic())
+                    now = time.monotonic()
+                    self._release_due(now)
                     if self._viewers and self._seq != encoded_seq and self._latest is not None:
-                        break
-                    self._cond.wait(self._next_due(time.monotonic()))
+                        if now >= next_at:
+                            break
+                        # Capped: wait, then take whatever is newest by then (never a queue of old frames).
+                        self._cond.wait(next_at - now)
+                        continue
+                    self._cond.wait(self._next_due(now))
                 frame, encoded_seq = self._latest, self._seq
+                next_at = now + self._period
             t0 = time.perf_counter()
             try:
                 jpeg = encode_jpeg(frame.data, self.quality)
@@ -271,9 +279,10 @@ class TopicStream:
 class StreamHub:
     """Every topic's stream, created on first frame or first mention."""
 
-    def __init__(self, *, buffer_delay: float = 0.0, quality: int = 80) -> None:
+    def __init__(self, *, buffer_delay: float = 0.0, quality: int = 80, max_fps: float = 0.0) -> None:
         self.buffer_delay = buffer_delay
         self.quality = quality
+        self.max_fps = max_fps
         self._streams: dict[str, TopicStream] = {}
         self._lock = threading.Lock()
 
@@ -284,7 +293,9 @@ class StreamHub:
             with self._lock:
                 stream = self._streams.get(topic)
                 if stream is None:
-                    stream = TopicStream(topic, buffer_delay=self.buffer_delay, quality=self.quality)
+                    stream = TopicStream(
+                        topic, buffer_delay=self.buffer_delay, quality=self.quality, max_fps=self.max_fps
+                    )
                     self._streams[topic] = stream
         return stream
 

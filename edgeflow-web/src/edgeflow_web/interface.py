@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import socket
 import threading
 import time
@@ -35,6 +37,9 @@ class WebInterface(GatewayInterface):
         buffer_delay: seconds each image frame waits so that frames of replicas finishing out of order are
             put back in timestamp order; 0 shows each frame at once and drops any older than one shown.
         quality: JPEG quality, 1..100.
+        max_fps: the most JPEGs a topic's stream makes per second, whatever the frame rate: each one is the
+            newest frame at the time. Defaults to GATEWAY_STREAM_MAX_FPS or 60 (what a display shows); 0 for
+            every frame. Frames still reach the gateway, its API and its dashboard at their own rate.
         token: the secret that every request must carry; defaults to the EDGEFLOW_TOKEN environment variable.
     """
 
@@ -45,6 +50,7 @@ class WebInterface(GatewayInterface):
         buffer_delay: float = 0.0,
         *,
         quality: int = 80,
+        max_fps: float | None = None,
         token: str | None = None,
     ) -> None:
         if buffer_delay < 0:
@@ -54,7 +60,16 @@ class WebInterface(GatewayInterface):
         self.port = settings.GATEWAY_HTTP_PORT if port is None else int(port)
         self.host = host
         self.buffer_delay = float(buffer_delay)
-        self.hub = StreamHub(buffer_delay=self.buffer_delay, quality=quality)
+        if max_fps is None:
+            raw = os.environ.get("GATEWAY_STREAM_MAX_FPS", "60")
+            try:
+                max_fps = float(raw)
+            except ValueError:
+                raise ConfigurationError(f"GATEWAY_STREAM_MAX_FPS must be a number of frames/s, got {raw!r}") from None
+        if not 0 <= max_fps <= 10_000:
+            raise ConfigurationError(f"WebInterface: max_fps must be in 0..10000 (0: no cap), got {max_fps!r}")
+        self.max_fps = float(max_fps)
+        self.hub = StreamHub(buffer_delay=self.buffer_delay, quality=quality, max_fps=self.max_fps)
         self.user_routes: list[tuple[str, Callable[..., Any], list[str], dict[str, Any]]] = []
         self._token = token
         self.secured = False
@@ -157,7 +172,9 @@ class WebInterface(GatewayInterface):
             # Request lines carry ?token=..., so the access log stays off: secrets never reach the logs.
             access_log=False,
             lifespan="off",
-            loop="asyncio",
+            # uvloop and httptools (dependencies of edgeflow-web) when installed: cheaper writes per viewer.
+            loop="uvloop" if _has("uvloop") else "asyncio",
+            http="httptools" if _has("httptools") else "h11",
             ws="websockets-sansio",
             timeout_graceful_shutdown=1,
         )
@@ -205,3 +222,7 @@ class WebInterface(GatewayInterface):
             thread.join(timeout * 0.3)
         if thread.is_alive():
             log.warning("web: the HTTP server did not stop within %.1fs", timeout)
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
