@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -83,6 +84,10 @@ def build(
     opts: dict[str, Any] = {}
     if qos == "durable" and size > 10_000:
         opts["max_len"] = DURABLE_FRAME_MAX_LEN
+    if qos == "realtime" and os.environ.get("EFBENCH_QUICK") == "1":
+        # The smoke run sends a burst of a few frames: newest-wins could leave the reader only the last one,
+        # and no rate to report. Keeping them all tests the same code paths.
+        opts["depth"] = max_frames + 1
     app.link("src").to("dst", qos=qos, **opts)
     return app
 

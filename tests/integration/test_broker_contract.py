@@ -195,3 +195,17 @@ def test_skip_count_never_goes_negative_when_replicas_report_out_of_order(broker
     b.flush()  # b reports frame 1 first: the group's baseline
     a.flush()  # then a reports the older frame 0
     assert (a.skipped, b.skipped) == (0, 0)
+
+
+def test_a_burst_of_small_messages_arrives_whole_without_another_publish(broker: Any) -> None:
+    """Publishers may send small messages together while they come densely; whatever they hold still goes out
+    when the producer stops, without a further publish() or close()."""
+    sub = broker.subscribe([Link("cam", "log", "durable")], "c0")
+    pub = broker.publisher("cam", [Link("cam", "log", "durable")])
+    for i in range(2000):
+        pub.publish(Frame(i, time.time(), {}, b"m" * 100))
+    got = drain(sub, 2000, timeout=10)
+    assert [f.frame_id for f in got] == list(range(2000))
+    pub.publish(Frame(2000, time.time(), {}, b"one more, after a pause"))
+    time.sleep(0.05)
+    assert [f.frame_id for f in drain(sub, 1)] == [2000], "an isolated message is not held back"

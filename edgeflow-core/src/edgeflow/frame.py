@@ -102,7 +102,8 @@ def encode(frame: Frame, codec: Any = None, params: dict[str, Any] | None = None
     ts = float(frame.timestamp)
     if not math.isfinite(ts):
         raise FrameError(f"timestamp must be a finite number, got {frame.timestamp!r}")
-    meta = _dumps(frame.meta if frame.meta is not None else {}, "meta")
+    m = frame.meta
+    meta = b"{}" if m is None or (type(m) is dict and not m) else _dumps(m, "meta")
     if not meta.startswith(b"{"):
         raise FrameError(f"meta must be a dict, got {type(frame.meta).__name__}")
     array_desc = b""
