@@ -209,3 +209,15 @@ def test_a_burst_of_small_messages_arrives_whole_without_another_publish(broker:
     pub.publish(Frame(2000, time.time(), {}, b"one more, after a pause"))
     time.sleep(0.05)
     assert [f.frame_id for f in drain(sub, 1)] == [2000], "an isolated message is not held back"
+
+
+def test_small_payloads_of_every_kind_go_through(broker: Any) -> None:
+    sub = broker.subscribe([rt("cam", "det", 8)], "c0")
+    pub = broker.publisher("cam", [rt("cam", "det", 8)])
+    sent = [bytearray(b"a bytearray"), memoryview(b"a memoryview"), b"bytes", np.arange(6, dtype=np.int16),
+            {"json": [1, 2]}]  # fmt: skip
+    for i, data in enumerate(sent):
+        pub.publish(Frame(i, time.time(), {"i": i}, data))
+    got = drain(sub, len(sent))
+    assert [bytes(f.data) for f in got[:3]] == [b"a bytearray", b"a memoryview", b"bytes"]
+    assert got[3].data.tolist() == [0, 1, 2, 3, 4, 5] and got[4].data == {"json": [1, 2]}

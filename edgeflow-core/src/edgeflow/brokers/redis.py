@@ -127,6 +127,20 @@ try:
 except ImportError:  # pragma: no cover - redis-py without hiredis
     _pack_command = None
 
+
+def _pack_small(commands: list[tuple[Any, ...]]) -> list[bytes] | None:
+    """Small commands straight through hiredis' packer; None for what it can't take (a bytearray, say).
+
+    redis-py's own path (argument checks, a tuple rebuilt per command) cost as much as the rest of publish().
+    """
+    if _pack_command is None:
+        return None
+    try:
+        return [_pack_command(c) for c in commands]
+    except TypeError:
+        return None
+
+
 _DEAD_MAXLEN = 10_000
 _CONN_ERRORS = (redis.ConnectionError, ConnectionError, OSError)
 
@@ -486,10 +500,9 @@ class RedisPublisher(Publisher):
         dense = self._gap < _DENSE
         self._outstanding.append((commands, size, keep))
         self._window_bytes += size
-        if size <= _BUFFER_CUTOFF and _pack_command is not None:
-            # A small frame's commands straight through hiredis' packer: redis-py's own path (argument checks,
-            # a tuple rebuilt per command) cost as much as the rest of publish().
-            self._held.extend(_pack_command(c) for c in commands)
+        small = _pack_small(commands) if size <= _BUFFER_CUTOFF else None
+        if small is not None:
+            self._held += small
             self._unsent += 1
             if self._unsent == 1:
                 self._held_since = now
