@@ -183,9 +183,11 @@ class WebInterface(GatewayInterface):
         config.load()
         config.get_loop_factory()
         server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(target=self._serve, args=(server, sock), name="edgeflow-web-http", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._serve, args=(server, sock), name="edgeflow-web-http", daemon=True)
+        thread.start()
+        # Published only once running: wait_started() takes a thread that is not alive for one that died, and a
+        # thread assigned but not yet started made it report a failed start (the rare "uvicorn did not start").
+        self._server, self._thread = server, thread
         log.info("web: dashboard at %s/dashboard", self.url)
 
     @staticmethod
@@ -203,7 +205,8 @@ class WebInterface(GatewayInterface):
         while time.monotonic() < deadline:
             if self._server is not None and self._server.started:
                 return True
-            if self._thread is not None and not self._thread.is_alive():
+            thread = self._thread
+            if thread is not None and thread.ident is not None and not thread.is_alive():
                 return False
             time.sleep(0.02)
         return False
