@@ -7,8 +7,9 @@ demo:
 	scripts/bootstrap.sh demo
 	.venv/bin/python examples/main.py
 
-# tests/k8s runs in a pytest process of its own: after its CLI and image-build tests, a WebInterface started
-# later in the same process sometimes never reported uvicorn as started (not reproducible in isolation yet).
+# tests/k8s runs in a pytest process of its own, so that its registry and API-emulation threads don't share a
+# process with the rest. (It was split off while chasing a rare "uvicorn did not start", since traced to a race
+# in WebInterface.wait_started and fixed.)
 test:
 	scripts/bootstrap.sh test
 	.venv/bin/python -m pytest -q --ignore=tests/k8s
