@@ -320,3 +320,24 @@ def test_between_processes_every_frame_is_delivered_or_counted_and_a_killed_prod
             p2.stdout.close()
     assert not (SHM_DIR / channel).exists(), "the killed producer's channel file was swept"
     assert os.path.exists(SHM_DIR)
+
+
+def test_a_channel_name_from_redis_never_leads_outside_the_shared_memory_folder(
+    make: Any, app_name: str, tmp_path: Any
+) -> None:
+    """Names come from Redis: a link planted in /dev/shm, or a path, must not get a reader to write elsewhere."""
+    target = tmp_path / "precious"
+    target.write_bytes(bytes(8192))
+    planted = SHM_DIR / f"edgeflow-{app_name}-1-2-abcdef01"
+    os.symlink(target, planted)
+    reader = make()
+    sub = reader.subscribe([rt()], "c0")
+    try:
+        for name in (planted.name, f"edgeflow-{app_name}/../../{tmp_path.name}-1-2-ab"):
+            reader.client.set(reader.channel_key("cam"), f"{reader.host}|{name}")
+            sub._next_check = 0.0
+            sub.read(0.01)
+            assert sub.channel is None
+    finally:
+        planted.unlink()
+    assert target.read_bytes() == bytes(8192), "nothing was written through the link"

@@ -33,7 +33,7 @@ import os
 import platform
 import struct
 
-from ._pool import _FLOCK, SHM_DIR, _start_time, create_file
+from ._pool import _FLOCK, SHM_DIR, _start_time, create_file, open_shm
 
 __all__ = ["CHANNEL_SIZE", "RING", "ChannelReader", "ChannelWriter", "futex_available"]
 
@@ -202,7 +202,7 @@ class ChannelReader:
         self.name = name
         m = name.split("-")
         self.owner = (int(m[-3]), int(m[-2]))
-        fd = os.open(SHM_DIR / name, os.O_RDWR)
+        fd = open_shm(name, os.O_RDWR)
         try:
             if os.fstat(fd).st_size != CHANNEL_SIZE:
                 raise OSError(f"{name} is not a channel file")

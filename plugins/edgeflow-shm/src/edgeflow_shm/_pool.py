@@ -207,11 +207,16 @@ class Segment:
             os.close(self.fd)
 
 
+def open_shm(name: str, flags: int) -> int:
+    """Open `name` in SHM_DIR: only an EdgeFlow file right there (names come from Redis: no paths, no links)."""
+    if not _NAME.match(name) or "/" in name or "\0" in name:
+        raise OSError(f"not an EdgeFlow shared-memory file name: {name!r}")
+    return os.open(SHM_DIR / name, flags | os.O_NOFOLLOW)
+
+
 def map_readonly(name: str) -> memoryview:
     """Map the segment `name` read-only; raises OSError when it is gone."""
-    if not _NAME.match(name):
-        raise OSError(f"not an EdgeFlow segment name: {name!r}")
-    fd = os.open(SHM_DIR / name, os.O_RDONLY)
+    fd = open_shm(name, os.O_RDONLY)
     try:
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     finally:
@@ -235,7 +240,7 @@ class ReaderFiles:
         if fd is None:
             if len(self.fds) >= 256:
                 self._close_idle()
-            fd = os.open(SHM_DIR / name, os.O_RDONLY)
+            fd = open_shm(name, os.O_RDONLY)
             self.fds[name] = fd
         if not _lock(fd, fcntl.F_RDLCK, off):
             return False
