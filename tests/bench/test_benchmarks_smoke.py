@@ -31,7 +31,7 @@ def test_quick_run_writes_every_case_with_numbers(tmp_path: Path) -> None:
     rows = doc["results"]
     assert modules <= {r["module"] for r in rows}, "every case module produced rows"
     errors = [r for r in rows if r["metric"] == "error"]
-    assert not errors, errors
+    assert not errors, [(r["case"], r["broker"], r["note"]) for r in errors]
     for r in rows:
         assert set(r) >= {"case", "broker", "metric", "value", "unit", "note"}, r
     rates = [r for r in rows if r["metric"] == "rate"]
