@@ -62,6 +62,7 @@ class TopicStream:
         self.buffer_delay = max(0.0, float(buffer_delay))
         self.quality = quality
         self._period = 1.0 / max_fps if max_fps > 0 else 0.0
+        self._capped = False  # the encoder is waiting for its next JPEG to be due, with a frame to encode already
         self._cond = threading.Condition()
         # Intake side, guarded by _cond.
         self._heap: list[tuple[float, int, float, Frame]] = []
@@ -104,8 +105,8 @@ class TopicStream:
                 self._release_due(now)
             else:
                 self._release(frame)
-            if self._viewers:
-                self._cond.notify()
+            if self._viewers and not self._capped:
+                self._cond.notify()  # a capped encoder sleeps until its next JPEG is due: no wake-up per frame
 
     def _release(self, frame: Frame) -> None:
         # A frame older than one already shown would make the video jump back: drop it.
@@ -141,7 +142,9 @@ class TopicStream:
                         if now >= next_at:
                             break
                         # Capped: wait, then take whatever is newest by then (never a queue of old frames).
+                        self._capped = True
                         self._cond.wait(next_at - now)
+                        self._capped = False
                         continue
                     self._cond.wait(self._next_due(now))
                 frame, encoded_seq = self._latest, self._seq

@@ -37,7 +37,6 @@ log = logging.getLogger("edgeflow.shm")
 
 SHM_DIR = Path(os.environ.get("EDGEFLOW_SHM_DIR", "/dev/shm"))
 SLOT_HEADER = 64  # generation u64, length u64, frame-header length u64, sequence u64; data 64-byte aligned
-_GEN = struct.Struct("<QQ")
 _SLOT = struct.Struct("<QQQQ")
 # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), padding.
 _FLOCK = struct.Struct("hhqqi4x")
@@ -279,9 +278,3 @@ def slot_info(view: memoryview, off: int) -> tuple[int, int, int, int]:
     """Return (generation, length, frame-header length, sequence number) of the slot at `off`."""
     gen, n, hlen, seq = _SLOT.unpack_from(view, off)
     return int(gen), int(n), int(hlen), int(seq)
-
-
-def slot_generation(view: memoryview, off: int) -> tuple[int, int]:
-    """Return (generation, length) of the slot at `off`."""
-    gen, n = _GEN.unpack_from(view, off)
-    return int(gen), int(n)

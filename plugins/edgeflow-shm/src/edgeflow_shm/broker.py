@@ -38,7 +38,6 @@ from ._pool import (
     host_id,
     map_readonly,
     size_class,
-    slot_generation,
     slot_info,
     stride,
     sweep,
@@ -258,7 +257,7 @@ class SharedMemoryDataPlane:
         except OSError as exc:
             files.lost += 1
             raise FrameError(f"shared-memory segment {name} is gone (its producer stopped): {exc}") from exc
-        now_gen, length = slot_generation(view, off)
+        now_gen, length, _, _ = slot_info(view, off)
         if now_gen != gen or length != n:
             files.release_last()
             files.stale += 1
