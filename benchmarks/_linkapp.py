@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow import Broker, EdgeApp, Frame, ProducerNode, RedisBroker, SinkNode
-from edgeflow.runner import run_app
+from edgeflow.runtime.runner import run_app
 
 from ._harness import CpuClock, Recorder, announce
 

@@ -16,6 +16,12 @@ for _var in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "EDGEFLOW_TOKEN", "EDGEFLO
 from edgeflow import plugins  # noqa: E402
 from edgeflow.embedded import EmbeddedRedis, find_server_binary  # noqa: E402
 
+# tests/plugins holds packages that tests install (a third-party plugin with tests of its own), not tests of ours.
+collect_ignore = ["plugins"]
+
+# The broker contract suite (tests/integration/test_broker_contract.py runs it over every registered broker).
+pytest_plugins = ["edgeflow.testing.contract"]
+
 
 def _start_redis(extra_args: list[str] | None = None) -> EmbeddedRedis:
     binary = find_server_binary()

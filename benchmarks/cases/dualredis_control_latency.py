@@ -19,7 +19,7 @@ import numpy as np
 from edgeflow import Frame, RedisBroker
 from edgeflow.broker import Broker
 from edgeflow.embedded import EmbeddedRedis
-from edgeflow.linker import Link
+from edgeflow.links import Link
 
 CASE = "control 100 B under 640x480 video"
 VIDEO_CASE = "video 640x480x3 saturating"
@@ -95,7 +95,7 @@ def _measure(broker: Broker, duration: float, video: bool) -> dict[str, Any]:
     for closable in (vsub, csub, vpub, cpub):
         closable.close()
     # What the Redis holding the pixels needs at the end of the run: realtime payloads expire, so it stays flat.
-    pixels = broker.data_client if hasattr(broker, "data_client") else broker.client  # type: ignore[attr-defined]
+    pixels = broker.data_plane.client if hasattr(broker.data_plane, "client") else broker.client
     used_mb = int(pixels.info("memory")["used_memory"]) / 1e6
     broker.close()
     return {

@@ -25,7 +25,7 @@ def seed_proc(nodes: list[str], fps: float | None, broker: str, url: str) -> Non
     import logging
 
     from edgeflow.loader import load_app
-    from edgeflow.runner import run_app
+    from edgeflow.runtime.runner import run_app
 
     from .._linkapp import make_broker
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pkgutil
 import subprocess
 import sys
@@ -12,12 +11,14 @@ from pathlib import Path
 
 import benchmarks.cases
 
+from ..helpers import user_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_run_writes_every_case_with_numbers(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
-    env = {k: v for k, v in os.environ.items() if k != "EDGEFLOW_DISABLE_PLUGIN_AUTOLOAD"}
+    env = user_env()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,

@@ -8,11 +8,19 @@ from typing import Any
 
 import pytest
 
+import edgeflow_dualredis.plugin
 from edgeflow import Frame
 from edgeflow.broker import Subscription
 from edgeflow.embedded import EmbeddedRedis
-from edgeflow.linker import Link
+from edgeflow.links import Link
+from edgeflow.plugins import get_plugin_manager
 from edgeflow_dualredis import DualRedisBroker
+
+
+@pytest.fixture(autouse=True)
+def _dualredis_plugin(_fresh_plugins: None) -> None:
+    """The plugin is registered for every test here, as its entry point would be in a user's environment."""
+    get_plugin_manager().register(edgeflow_dualredis.plugin, name="dualredis")
 
 
 @pytest.fixture
@@ -46,4 +54,4 @@ def drain(sub: Subscription, want: int, timeout: float = 5.0) -> list[Frame]:
 
 def payload_keys(broker: DualRedisBroker) -> list[bytes]:
     """The app's payload keys on the data plane, sorted."""
-    return sorted(broker.data_client.scan_iter(match=broker.key("pl", "*"), count=1000))
+    return sorted(broker.data_plane.client.scan_iter(match=broker.key("pl", "*"), count=1000))

@@ -27,27 +27,25 @@ def test_the_entry_point_names_the_hook_module() -> None:
 
 
 def test_services_hook_asks_for_a_second_redis_for_dual_brokers_only() -> None:
-    pm = get_plugin_manager()
-    pm.register(edgeflow_dualredis.plugin, name="dualredis")
-    try:
-        assert registry("register_brokers") == {"redis": RedisBroker, "dualredis": DualRedisBroker}
-        dual = EdgeApp("dual", broker=DualRedisBroker())
-        assert dual.broker.services(dual) == [
-            ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT"),
-            ServiceSpec(
-                "redis-data",
-                6380,
-                "DATA_REDIS_HOST",
-                "DATA_REDIS_PORT",
-                role="data",
-                args=("--maxmemory-policy", "noeviction"),
-            ),
-        ]
-        plain = EdgeApp("plain", broker=RedisBroker())
-        assert plain.broker.services(plain) == [ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT")]
-        assert edgeflow_dualredis.plugin.broker_services(broker=plain.broker, app=plain) is None
-    finally:
-        pm.unregister(edgeflow_dualredis.plugin)
+    """The plugin is registered by conftest.py, as its entry point would be."""
+    assert registry("register_brokers") == {"redis": RedisBroker, "dualredis": DualRedisBroker}
+    dual = EdgeApp("dual", broker=DualRedisBroker())
+    assert get_plugin_manager().hook.broker_services(broker=dual.broker, app=dual) == [
+        ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT"),
+        ServiceSpec(
+            "redis-data",
+            6380,
+            "DATA_REDIS_HOST",
+            "DATA_REDIS_PORT",
+            role="data",
+            args=("--maxmemory-policy", "noeviction"),
+        ),
+    ]
+    plain = EdgeApp("plain", broker=RedisBroker())
+    assert get_plugin_manager().hook.broker_services(broker=plain.broker, app=plain) == [
+        ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT")
+    ]
+    assert edgeflow_dualredis.plugin.broker_services(broker=plain.broker, app=plain) is None
 
 
 def test_urls_come_from_the_environment_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:

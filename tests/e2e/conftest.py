@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from typing import Any
 import pytest
 
 from edgeflow.embedded import free_port
+
+from ..helpers import user_env
 
 APPS = Path(__file__).parent / "apps"
 FIGURES = Path(__file__).parents[2] / "artifacts" / "reliability.json"
@@ -61,7 +62,7 @@ def procs() -> Iterator[list[Proc]]:
 @pytest.fixture
 def env(tmp_path: Path, redis_url: str, app_name: str) -> dict[str, str]:
     """Environment for an app process: the test Redis, its own app name, a free gateway port, a record file."""
-    e = dict(os.environ)
+    e = user_env()
     e.update(REDIS_URL=redis_url, APP_NAME=app_name, GATEWAY_TCP_PORT=str(free_port()),
              RECORD=str(tmp_path / "record.txt"))  # fmt: skip
     for var in ("FRAMES", "FPS", "WORK_SECONDS", "CLAIM_AFTER"):

@@ -175,7 +175,7 @@ def test_fuzz_the_gateway_tcp_intake(data: bytes) -> None:
     import socket
     import struct
 
-    from edgeflow.comms.tcp import HELLO_MAGIC, FrameServer
+    from edgeflow.tcp import HELLO_MAGIC, FrameServer
 
     got: list[object] = []
     server = FrameServer("127.0.0.1", 0, lambda s, f: got.append(f), max_frame_bytes=1 << 16)
@@ -192,8 +192,8 @@ def test_fuzz_the_gateway_tcp_intake(data: bytes) -> None:
                 except OSError:
                     pass  # reset by the server: a fine way to refuse garbage
         # The server survived and still accepts a well-formed frame.
-        from edgeflow.comms.tcp import FrameSender
         from edgeflow.frame import Frame
+        from edgeflow.tcp import FrameSender
 
         sender = FrameSender("127.0.0.1", server.port, "ok")
         sender.send(Frame(1, 0.0, {}, b"fine"))

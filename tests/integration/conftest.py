@@ -1,58 +1,42 @@
-"""The broker contract: the broker tests in this folder run against every broker listed here."""
+"""The broker contract runs against every registered broker: the plugins' brokers are registered here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
-from edgeflow import Broker, RedisBroker
+import edgeflow_dualredis.plugin
+import edgeflow_shm.plugin
+from edgeflow import Broker
 from edgeflow.embedded import EmbeddedRedis
-from edgeflow_dualredis import DualRedisBroker
-from edgeflow_shm import ShmBroker
+from edgeflow.plugins import get_plugin_manager
+
+#: The broker plugins held to the contract besides the core's own Redis broker.
+BROKER_PLUGINS = {"dualredis": edgeflow_dualredis.plugin, "shm": edgeflow_shm.plugin}
 
 
-def _redis(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
-    return RedisBroker(control.url)
+def _register() -> None:
+    pm = get_plugin_manager()
+    for name, module in BROKER_PLUGINS.items():
+        if pm.get_plugin(name) is None:
+            pm.register(module, name=name)
 
 
-def _dualredis(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
-    return DualRedisBroker(control.url, data.url)
+_register()  # for collection: the contract is parametrized over the brokers registered then
 
 
-def _dualredis_refs(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
-    # Every payload through the data plane: the contract's frames are small and would otherwise stay inline.
-    return DualRedisBroker(control.url, data.url, inline_threshold=0)
+@pytest.fixture(autouse=True)
+def _broker_plugins(_fresh_plugins: None) -> None:
+    """Every test here sees the broker plugins (tests/conftest.py starts each test with a fresh manager)."""
+    _register()
 
 
-def _shm(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
-    # Every payload through shared memory: the contract's frames are small and would otherwise stay inline.
-    # Stream entries for every frame, as with readers on other hosts.
-    return ShmBroker(control.url, shm_min_bytes=0, shm_local=False)
+@pytest.fixture(scope="session")
+def contract_servers(redis_server: EmbeddedRedis, data_redis_server: EmbeddedRedis) -> list[str]:
+    """The contract's two servers are the session's."""
+    return [redis_server.url, data_redis_server.url]
 
 
-def _shm_channel(control: EmbeddedRedis, data: EmbeddedRedis) -> Broker:
-    # Realtime links whose readers are all on this host go through the channel, without stream entries.
-    return ShmBroker(control.url)
-
-
-#: name -> factory(control server, data server). A broker plugin adds itself here to be held to the contract.
-BROKERS: dict[str, Callable[[EmbeddedRedis, EmbeddedRedis], Broker]] = {
-    "redis": _redis,
-    "dualredis": _dualredis,
-    "dualredis-refs": _dualredis_refs,
-    "shm": _shm,
-    "shm-channel": _shm_channel,
-}
-
-
-@pytest.fixture(params=sorted(BROKERS))
-def broker(
-    request: pytest.FixtureRequest, redis_server: EmbeddedRedis, data_redis_server: EmbeddedRedis, app_name: str
-) -> Iterator[Broker]:
-    """A connected broker of each registered kind, scoped to a fresh app."""
-    b = BROKERS[request.param](redis_server, data_redis_server)
-    b.bind(app_name)
-    b.connect()
-    yield b
-    b.close()
+@pytest.fixture
+def broker(contract_broker: Broker) -> Broker:
+    """A connected broker of each registered configuration, scoped to a fresh app (for the Redis-based tests)."""
+    return contract_broker

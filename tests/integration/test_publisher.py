@@ -12,16 +12,15 @@ import redis
 
 from edgeflow import Frame, RedisBroker
 from edgeflow.errors import BrokerError
-from edgeflow.linker import Link
-
-from .test_broker_contract import drain
+from edgeflow.links import Link
+from edgeflow.testing.contract import drain
 
 
 def _spy_sends(pub: Any) -> list[int]:
     """Count the publisher's socket writes (the real writes still happen)."""
     pub.publish(Frame(10**6, time.time(), {}, b"opens the connection"))
     calls: list[int] = []
-    conn = pub._conn
+    conn = pub._window._conn
     real = conn.send_packed_command
 
     def counting(command: Any, check_health: bool = True) -> None:
@@ -55,7 +54,7 @@ def test_a_dense_stream_shares_writes_and_an_isolated_message_goes_at_once(durab
     time.sleep(0.05)  # the producer pauses: the next message is on its own
     calls.clear()
     pub.publish(Frame(5000, time.time(), {}, b"alone"))
-    assert len(calls) == 1 and pub._held == [], "sent within publish(), not held"
+    assert len(calls) == 1 and pub._window._held == [], "sent within publish(), not held"
 
 
 def test_held_durable_messages_are_sent_again_when_the_connection_breaks(
@@ -66,7 +65,7 @@ def test_held_durable_messages_are_sent_again_when_the_connection_breaks(
     try:
         for i in range(500):
             pub.publish(Frame(i, time.time(), {}, b"m" * 100))
-        assert pub._held, "the burst left messages held for the next write"
+        assert pub._window._held, "the burst left messages held for the next write"
         admin.client_kill_filter(_type="normal", skipme=True)  # every client connection but this one breaks
         i, failures = 500, 0
         while i < 600:

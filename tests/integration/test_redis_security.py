@@ -14,7 +14,7 @@ import pytest
 
 from edgeflow import Frame, RedisBroker
 from edgeflow.embedded import free_port
-from edgeflow.linker import Link
+from edgeflow.links import Link
 
 
 @pytest.fixture

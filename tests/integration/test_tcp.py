@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from edgeflow.comms.tcp import HELLO_MAGIC, FrameSender, FrameServer
 from edgeflow.embedded import free_port
 from edgeflow.frame import Frame, pack
+from edgeflow.tcp import HELLO_MAGIC, FrameSender, FrameServer
 from edgeflow.testing import wait_for
 
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import edgeflow_k8s.plugin
+import edgeflow_web.plugin
 from edgeflow import EdgeApp, plugins
 from edgeflow.broker import ServiceSpec
 from edgeflow.brokers.redis import RedisBroker
@@ -43,6 +44,12 @@ class DualServices:
             ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT", role="control"),
             ServiceSpec("redis-data", 6380, "DATA_REDIS_HOST", "DATA_REDIS_PORT", role="data"),
         ]
+
+
+@pytest.fixture(autouse=True)
+def _web_plugin(_fresh_plugins: None) -> None:
+    """The seed example imports WebInterface: the web plugin is there, as with `pip install "edgeflow[web,k8s]"`."""
+    plugins.get_plugin_manager().register(edgeflow_web.plugin, name="web")
 
 
 @functools.cache

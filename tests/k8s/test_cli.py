@@ -29,7 +29,7 @@ SECRET = "s3cr3t-token-value"
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "EDGEFLOW_DISABLE_PLUGIN_AUTOLOAD"}
-    env["EDGEFLOW_LOAD_PLUGINS"] = "k8s"
+    env["EDGEFLOW_LOAD_PLUGINS"] = "k8s,web"  # the seed example imports WebInterface
     env.setdefault("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     env.update(extra)
     return env

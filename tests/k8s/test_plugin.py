@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from edgeflow.plugins import get_plugin_manager, registry
+from edgeflow.plugins import get_deployer, get_plugin_manager, installed
 from edgeflow_k8s import KubernetesDeployer
 
 
@@ -24,8 +24,12 @@ def test_entry_module_imports_no_kubernetes() -> None:
 
 
 def test_hooks_register_commands_and_deployer(k8s_plugin: None) -> None:
-    """`register_commands` adds the four commands; `register_deployers` names the Kubernetes deployer."""
+    """`register_commands` adds three commands; `register_deployers` names the Kubernetes deployer, whose command the
+    core's `edgeflow deploy` runs."""
     group = click.Group("edgeflow")
     get_plugin_manager().hook.register_commands(cli=group)
-    assert sorted(group.commands) == ["delete", "deploy", "logs", "status"]
-    assert registry("register_deployers") == {"kubernetes": KubernetesDeployer}
+    assert sorted(group.commands) == ["delete", "logs", "status"]
+    (deployer,) = installed("deployer").values()
+    assert isinstance(deployer, KubernetesDeployer)
+    assert get_deployer("kubernetes") is deployer
+    assert deployer.command.name == "deploy" and "--registry" in {o for p in deployer.command.params for o in p.opts}

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from edgeflow.plugins import registry
-from edgeflow.stats import NodeStats, StatsReporter
+from edgeflow.runtime.stats import NodeStats, StatsReporter
 from edgeflow_k8s.telemetry import PodTelemetry
 
 

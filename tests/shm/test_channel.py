@@ -17,7 +17,7 @@ import pytest
 
 from edgeflow import Frame
 from edgeflow.embedded import EmbeddedRedis
-from edgeflow.linker import Link
+from edgeflow.links import Link
 from edgeflow_shm import ShmBroker
 from edgeflow_shm._channel import futex_available
 from edgeflow_shm._pool import SHM_DIR
@@ -180,7 +180,7 @@ def test_replicas_share_the_frames_and_every_group_gets_them(make: Any) -> None:
 
 def test_a_reader_on_another_host_turns_the_channel_off_without_losing_count(make: Any) -> None:
     prod, local, remote = make(), make(), make()
-    remote.host = "elsewhere"  # what a pod on another machine (another /dev/shm) would say
+    remote.data_plane.host = "elsewhere"  # what a pod on another machine (another /dev/shm) would say
     sub, log = local.subscribe([rt("det")], "c0"), local.subscribe([rt("log")], "c0")
     pub = prod.publisher("cam", [rt("det"), rt("log")])
     open_channel(pub, sub, log)
@@ -234,14 +234,14 @@ def test_a_slot_rewritten_before_it_is_read_is_skipped_and_a_bad_header_rejected
     (before,) = fresh_counts(sub)
 
     def slot_of(seq: int) -> int:
-        (seg,) = prod._segments.values()
+        (seg,) = prod.data_plane._segments.values()
         for slot in range(seg.nslots):
             off = slot * seg.stride
             if int.from_bytes(seg.mm[off + 24 : off + 32], "little") == seq:
                 return off
         raise AssertionError(f"no slot holds frame {seq}")
 
-    (seg,) = prod._segments.values()
+    (seg,) = prod.data_plane._segments.values()
     pub.publish(Frame(1, time.time(), {}, image(1)))
     off = slot_of(pub.seq)
     # What a reader descheduled for long sees: the channel names a slot that was written again since.
@@ -260,7 +260,7 @@ def test_a_slot_rewritten_before_it_is_read_is_skipped_and_a_bad_header_rejected
 _PRODUCER = """
 import sys, time, numpy as np
 from edgeflow import Frame
-from edgeflow.linker import Link
+from edgeflow.links import Link
 from edgeflow_shm import ShmBroker
 b = ShmBroker(sys.argv[1]); b.bind(sys.argv[2]); b.connect()
 pub = b.publisher("cam", [Link("cam", "det")])
@@ -334,7 +334,7 @@ def test_a_channel_name_from_redis_never_leads_outside_the_shared_memory_folder(
     sub = reader.subscribe([rt()], "c0")
     try:
         for name in (planted.name, f"edgeflow-{app_name}/../../{tmp_path.name}-1-2-ab"):
-            reader.client.set(reader.channel_key("cam"), f"{reader.host}|{name}")
+            reader.client.set(reader.data_plane.channel_key("cam"), f"{reader.data_plane.host}|{name}")
             sub._next_check = 0.0
             sub.read(0.01)
             assert sub.channel is None

@@ -17,7 +17,7 @@ import pytest
 from edgeflow import Frame
 from edgeflow.embedded import EmbeddedRedis
 from edgeflow.errors import BackpressureError
-from edgeflow.linker import Link
+from edgeflow.links import Link
 from edgeflow_shm import ShmBroker, sweep
 from edgeflow_shm._pool import SHM_DIR
 
@@ -80,7 +80,7 @@ def test_reader_on_another_host_gets_the_payload_inline(
 ) -> None:
     prod, remote = make(redis_server.url, app_name), make(redis_server.url, app_name)
     brokers += [prod, remote]
-    remote.host = "elsewhere"  # what a pod on another machine (another /dev/shm) would say
+    remote.data_plane.host = "elsewhere"  # what a pod on another machine (another /dev/shm) would say
     sub = remote.subscribe([rt()], "c0")
     pub = prod.publisher("cam", [rt()])
     pub.publish(Frame(1, time.time(), {}, image(3)))
@@ -171,7 +171,7 @@ def test_segments_are_removed_on_close_and_after_a_crash(redis_server: EmbeddedR
     assert ours() == [], "a clean close removes the process's segments"
     code = (
         "import sys, time, numpy as np\n"
-        "from edgeflow import Frame\nfrom edgeflow.linker import Link\nfrom edgeflow_shm import ShmBroker\n"
+        "from edgeflow import Frame\nfrom edgeflow.links import Link\nfrom edgeflow_shm import ShmBroker\n"
         "b = ShmBroker(sys.argv[1]); b.bind(sys.argv[2]); b.connect()\n"
         "b.publisher('cam', [Link('cam', 'det')]).publish(Frame(0, 0.0, {}, np.zeros((480, 640, 3), np.uint8)))\n"
         "print('written', flush=True); time.sleep(60)\n"

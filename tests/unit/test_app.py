@@ -39,7 +39,8 @@ def test_node_kwargs_are_kept_and_described() -> None:
     assert app.nodes["cam"].params == {"fps": 30}
     assert app.nodes["gw"].params == {"node_port": 30080}
     assert app.nodes["det"].replicas == 2
-    assert app.describe()["nodes"][1] == {"name": "det", "type": "consumer", "device": "gpu", "replicas": 2}
+    assert app.describe()["nodes"][1] == {"name": "det", "type": "consumer", "device": "gpu", "replicas": 2,
+                                          "topic": "det"}  # fmt: skip
 
 
 def test_duplicate_name_is_an_error() -> None:
@@ -168,7 +169,7 @@ def test_bad_app_name_and_broker() -> None:
 @pytest.mark.parametrize(
     ("target", "kwargs", "message"),
     [
-        ("det", {"codec": "webp"}, r"unknown codec 'webp'; installed codecs: \['jpeg'\]"),
+        ("det", {"codec": "webp"}, r"no codec named 'webp' is installed \(installed codecs: jpeg\)"),
         ("det", {"codec": "jpeg", "quality": 101}, "quality must be an int from 1 to 100"),
         ("gw", {"codec": "jpeg"}, "a gateway gets frames raw"),
     ],

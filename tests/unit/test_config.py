@@ -13,7 +13,6 @@ def test_seed_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     assert (settings.REDIS_HOST, settings.REDIS_PORT) == ("localhost", 6379)
     assert (settings.GATEWAY_TCP_PORT, settings.GATEWAY_HTTP_PORT) == (8080, 8000)
-    assert settings.DATA_REDIS_PORT == 6380
     assert settings.NODE_NAME is None
     assert settings.redis_url() == "redis://localhost:6379/0"
     assert not settings.redis_configured()

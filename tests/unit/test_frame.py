@@ -177,21 +177,22 @@ def test_huge_claimed_dimensions_do_not_allocate() -> None:
 
 def test_redis_packer_sends_frame_sized_buffers_without_copying() -> None:
     """The broker's command packer hands a frame's memoryview to the socket as is (redis-py's would copy it)."""
-    from edgeflow.brokers.redis import RedisBroker, _ZeroCopyPacker
+    from edgeflow.brokers.redis import RedisBroker
+    from edgeflow.brokers.redis.packer import ZeroCopyPacker
 
     frame = memoryview(np.zeros(921_600, np.uint8)).cast("B")
-    chunks = _ZeroCopyPacker().pack("XADD", "k", "*", "d", frame)
+    chunks = ZeroCopyPacker().pack("XADD", "k", "*", "d", frame)
     assert any(c is frame for c in chunks), "the payload goes out as the very same buffer"
     assert b"".join(bytes(c) for c in chunks).startswith(b"*5\r\n$4\r\nXADD\r\n")
-    small = _ZeroCopyPacker().pack("SET", "k", b"v")
+    small = ZeroCopyPacker().pack("SET", "k", b"v")
     assert b"".join(bytes(c) for c in small) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
     broker = RedisBroker("redis://127.0.0.1:1/0")
-    assert isinstance(broker.client.connection_pool.connection_kwargs["command_packer"], _ZeroCopyPacker)
+    assert isinstance(broker.client.connection_pool.connection_kwargs["command_packer"], ZeroCopyPacker)
 
 
 def test_link_codec_encodes_images_and_decodes_them_back() -> None:
-    from edgeflow.codecs import get_codec
     from edgeflow.frame import KIND_ENCODED
+    from edgeflow.plugins import get_codec
 
     jpeg = get_codec("jpeg")
     img = np.zeros((480, 640, 3), np.uint8)
@@ -212,7 +213,7 @@ def test_link_codec_encodes_images_and_decodes_them_back() -> None:
 
 
 def test_hostile_encoded_frames_are_rejected() -> None:
-    from edgeflow.codecs import get_codec
+    from edgeflow.plugins import get_codec
 
     img = np.zeros((48, 64, 3), np.uint8)
     header, payload = encode(Frame(0, 0.0, {}, img), get_codec("jpeg"), {})

@@ -60,7 +60,9 @@ def test_two_plugins_claiming_one_name_is_an_error() -> None:
 
 def test_broker_services_default_and_plugin_answer() -> None:
     app = EdgeApp("svc")
-    assert app.broker.services(app) == [ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT")]
+    assert get_plugin_manager().hook.broker_services(broker=app.broker, app=app) == [
+        ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT")
+    ]
 
     class Dual:
         @hookimpl
@@ -72,7 +74,10 @@ def test_broker_services_default_and_plugin_answer() -> None:
     plugin = Dual()
     pm.register(plugin)
     try:
-        assert [s.name for s in app.broker.services(app)] == ["redis", "redis-data"]
+        assert [s.name for s in get_plugin_manager().hook.broker_services(broker=app.broker, app=app)] == [
+            "redis",
+            "redis-data",
+        ]
     finally:
         pm.unregister(plugin)
 
@@ -98,13 +103,18 @@ def test_edgeflow_plugins_command_lists_the_builtin() -> None:
     ).stdout
     info = json.loads(out)
     assert {"name": "edgeflow.brokers.redis", "distribution": "edgeflow-core", "version": "0.1.0",
-            "hooks": ["broker_services", "register_brokers"]} in info  # fmt: skip
+            "hooks": ["broker_services", "register_brokers"], "provides": {"broker": ["redis"]}} in info  # fmt: skip
+    assert {"name": "edgeflow.codecs", "distribution": "edgeflow-core", "version": "0.1.0",
+            "hooks": ["register_codecs"], "provides": {"codec": ["jpeg"]}} in info  # fmt: skip
+    text = subprocess.run([sys.executable, "-m", "edgeflow.cli", "plugins"], capture_output=True, text=True, env=env,
+                          check=True).stdout  # fmt: skip
+    assert "    broker     redis" in text and "    codec      jpeg" in text, text
 
 
 def test_core_imports_with_no_plugin_installed() -> None:
     """The core must not import any plugin or its libraries (FastAPI, kubernetes) on its own."""
     code = (
-        "import sys, edgeflow, edgeflow.comms, edgeflow.nodes, edgeflow.runner, edgeflow.cli\n"
+        "import sys, edgeflow, edgeflow.comms, edgeflow.nodes, edgeflow.runtime, edgeflow.cli\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('fastapi', 'kubernetes', 'uvicorn', 'edgeflow_web', 'edgeflow_k8s', 'prometheus_client')]\n"
         "print(bad)"
@@ -113,11 +123,13 @@ def test_core_imports_with_no_plugin_installed() -> None:
     assert out.strip() == "[]"
 
 
-def test_missing_plugins_raise_import_error_with_the_pip_extra() -> None:
+def test_plugins_left_out_by_edgeflow_load_plugins_are_named_in_the_error() -> None:
+    """With entry points loaded but limited by EDGEFLOW_LOAD_PLUGINS, the seed's paths say what limits them.
+
+    The case of a plugin that is not installed at all runs in a fresh venv: tests/packaging/test_fresh_venv.py.
+    """
     code = (
-        "import sys\n"
-        "sys.modules['edgeflow_web'] = None\n"
-        "sys.modules['edgeflow_dualredis'] = None\n"
+        "import edgeflow\n"
         "for stmt in ('from edgeflow.nodes.gateway.interfaces.web import WebInterface',"
         " 'from edgeflow.comms.brokers import DualRedisBroker'):\n"
         "    try:\n"
@@ -125,6 +137,11 @@ def test_missing_plugins_raise_import_error_with_the_pip_extra() -> None:
         "    except ImportError as e:\n"
         "        print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert 'pip install "edgeflow[web]"' in out
-    assert 'pip install "edgeflow[dualredis]"' in out
+    env = {k: v for k, v in os.environ.items() if k != "EDGEFLOW_DISABLE_PLUGIN_AUTOLOAD"}
+    env["EDGEFLOW_LOAD_PLUGINS"] = "shm"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert "no interface named 'web' is installed (installed interfaces: none)" in lines[0]
+    assert "no broker named 'dualredis' is installed (installed brokers: redis, shm)" in lines[1]
+    assert all("EDGEFLOW_LOAD_PLUGINS='shm' limits which plugins load" in line for line in lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from edgeflow.stats import NodeStats, StatsAggregator, percentile
+from edgeflow.runtime.stats import NodeStats, StatsAggregator, percentile
 
 GRAPH = {
     "nodes": [

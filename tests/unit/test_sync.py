@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeflow.frame import Frame
-from edgeflow.sync import Synchronizer
+from edgeflow.runtime.sync import Synchronizer
 
 
 def f(ts: float, tag: str = "") -> Frame:

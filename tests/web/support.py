@@ -17,7 +17,7 @@ import numpy as np
 from edgeflow import EdgeApp
 from edgeflow.comms import RedisBroker
 from edgeflow.nodes import ConsumerNode, GatewayNode, ProducerNode
-from edgeflow.runner import run_app
+from edgeflow.runtime.runner import run_app
 from edgeflow_web import WebInterface
 
 BOUNDARY = b"edgeflowframe"

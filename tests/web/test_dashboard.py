@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from edgeflow.embedded import EmbeddedRedis
-from edgeflow.runner import run_app
+from edgeflow.runtime.runner import run_app
 
 from .support import make_app, parts, rate, run_pipeline
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from . import codecs as _codecs
+from . import plugins as _plugins
 from .app import EdgeApp, NodeSpec
 from .broker import Broker, ServiceSpec
 from .brokers.redis import RedisBroker
+from .brokers.redis import plugin as _redis_plugin
 from .config import settings
 from .errors import (
+    BackpressureError,
     BrokerConnectionError,
     BrokerError,
     BrokerTimeoutError,
@@ -20,11 +24,18 @@ from .errors import (
 )
 from .frame import Frame
 from .hookspecs import hookimpl
-from .nodes import ConsumerNode, FusionNode, GatewayInterface, GatewayNode, ProducerNode, SinkNode
+from .nodes import IDLE, ConsumerNode, FusionNode, GatewayInterface, GatewayNode, ProducerNode, SinkNode
 
 __version__ = "0.1.0"
 
+# The core's own pieces register through the same hooks as any plugin (datasette's default plugins). They are
+# handed to the plugin manager here, at the top, so that the manager itself imports nothing above it.
+_plugins.add_builtin("edgeflow.brokers.redis", _redis_plugin)
+_plugins.add_builtin("edgeflow.codecs", _codecs)
+
 __all__ = [
+    "IDLE",
+    "BackpressureError",
     "Broker",
     "BrokerConnectionError",
     "BrokerError",

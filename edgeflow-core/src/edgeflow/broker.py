@@ -6,18 +6,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .errors import BrokerError
 from .frame import Buffer, Frame
+from .links import QOS
 
 if TYPE_CHECKING:
-    from .app import EdgeApp
-    from .linker import Link
+    from typing_extensions import Self
+
+    from .links import Link
 
 __all__ = ["QOS", "Broker", "Delivery", "Listener", "Publisher", "ServiceSpec", "Subscription"]
-
-QOS = Literal["realtime", "durable"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,17 @@ class Broker(ABC):
     def __init__(self) -> None:
         self.namespace = "edgeflow"
 
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Return a broker for the server at `url`, with adapter-specific `options`."""
+
+    @classmethod
+    def contract_variants(cls) -> dict[str, Callable[[Sequence[str]], Broker]]:
+        """Return the configurations of this broker that the contract suite (`edgeflow.testing.contract`) holds
+        to its promises: by name, a factory taking the URLs of two empty Redis-compatible servers."""
+        return {cls.name: lambda urls: cls.from_url(urls[0])}
+
     def bind(self, app_name: str) -> None:
         """Scope every key and channel of this broker to the app `app_name`."""
         self.namespace = app_name
@@ -169,13 +180,6 @@ class Broker(ABC):
     def replay_dead_letters(self, target: str, ids: Sequence[str] | None = None) -> int:
         """Give dead letters of `target` back to it once more; return how many."""
         raise BrokerError(f"{type(self).__name__} keeps no dead letters")
-
-    def services(self, app: EdgeApp) -> list[ServiceSpec]:
-        """Return the servers a deployment needs for this broker, as answered by the `broker_services` hook."""
-        from .plugins import get_plugin_manager
-
-        answer: list[ServiceSpec] | None = get_plugin_manager().hook.broker_services(broker=self, app=app)
-        return list(answer or [])
 
     def __enter__(self) -> Broker:
         self.connect()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from importlib import metadata
+from typing import Any
 
 import click
 
-from .errors import EdgeFlowError
-from .plugins import get_plugin_manager, plugin_info
+from .errors import EdgeFlowError, PluginError
+from .loader import load_app
+from .plugins import get_deployer, get_plugin_manager, installed, plugin_info
 
 __all__ = ["cli", "main"]
 
@@ -23,21 +25,28 @@ def cli() -> None:
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def plugins_command(as_json: bool) -> None:
-    """List the installed plugins with their versions and hooks."""
+    """List the installed plugins: versions, what each provides by kind, and their hooks.
+
+    Example: edgeflow plugins --json
+    """
     info = plugin_info()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     for p in info:
-        click.echo(f"{p['name']:<28} {p['distribution']} {p['version']}  hooks: {', '.join(p['hooks'])}")
+        click.echo(f"{p['name']:<28} {p['distribution']} {p['version']}")
+        for kind, names in sorted(p["provides"].items()):
+            click.echo(f"    {kind:<10} {', '.join(names)}")
+        click.echo(f"    hooks      {', '.join(p['hooks'])}")
 
 
 @cli.command("graph")
 @click.argument("app_file", type=click.Path(exists=True, dir_okay=False))
 def graph_command(app_file: str) -> None:
-    """Print an app's nodes and links as JSON, without running it."""
-    from .loader import load_app
+    """Print an app's nodes and links as JSON, without running it.
 
+    Example: edgeflow graph main.py
+    """
     click.echo(json.dumps(load_app(app_file).describe(), indent=2))
 
 
@@ -48,9 +57,10 @@ def graph_command(app_file: str) -> None:
 @click.option("--id", "ids", multiple=True, help="only these dead-letter ids (repeatable)")
 @click.option("--count", default=100, show_default=True, help="how many to list")
 def dead_letters_command(app_file: str, node: str, replay: bool, ids: tuple[str, ...], count: int) -> None:
-    """List the frames that kept failing on NODE's durable links, or replay them."""
-    from .loader import load_app
+    """List the frames that kept failing on NODE's durable links, or replay them.
 
+    Example: edgeflow dead-letters main.py detector --replay
+    """
     app = load_app(app_file)
     if node not in app.nodes:
         raise click.BadParameter(f"no node {node!r}; known nodes: {', '.join(sorted(app.nodes))}", param_hint="NODE")
@@ -73,6 +83,38 @@ def dead_letters_command(app_file: str, node: str, replay: bool, ids: tuple[str,
         broker.close()
 
 
+def _default_target() -> str:
+    found = installed("deployer")
+    if len(found) == 1:
+        return next(iter(found))
+    return "kubernetes"
+
+
+@cli.command(
+    "deploy",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.option("--target", metavar="NAME", help="the deployer to use (default: the only one installed, or kubernetes)")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def deploy_command(target: str | None, args: tuple[str, ...]) -> None:
+    """Deploy an app with a deployer found by name; its options follow (`edgeflow deploy --help` lists them).
+
+    Example: edgeflow deploy main.py --registry registry.local:5000/team --namespace robot
+    """
+    name = target or _default_target()
+    try:
+        deployer: Any = get_deployer(name)
+    except PluginError:
+        if args in (("--help",), ("-h",)):
+            click.echo(deploy_command.get_help(click.get_current_context()))
+            click.echo(f"\ninstalled deployers: {', '.join(sorted(installed('deployer'))) or 'none'}")
+            return
+        raise
+    command: click.Command = deployer.command
+    command.main(args=list(args), prog_name=f"edgeflow deploy --target {name}", standalone_mode=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the `edgeflow` command line."""
     try:
@@ -81,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -7,10 +7,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "redact_url", "settings"]
+__all__ = ["Settings", "int_env", "redact_url", "settings"]
 
 
-def _int_env(name: str, default: int) -> int:
+def int_env(name: str, default: int) -> int:
+    """Return the integer environment variable `name`, or `default` when unset; ConfigurationError if not a number."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -18,7 +19,7 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigurationError(
-            f"environment variable {name}={raw!r} is not an integer; set it to a port number"
+            f"environment variable {name}={raw!r} is not an integer; set it to a whole number such as {default}"
         ) from None
 
 
@@ -50,22 +51,7 @@ class Settings:
     @property
     def REDIS_PORT(self) -> int:  # noqa: N802
         """Port of the control-plane Redis."""
-        return _int_env("REDIS_PORT", 6379)
-
-    @property
-    def DATA_REDIS_URL(self) -> str | None:  # noqa: N802
-        """A full URL of the data-plane Redis (password, TLS), preferred over DATA_REDIS_HOST and PORT."""
-        return os.environ.get("DATA_REDIS_URL") or None
-
-    @property
-    def DATA_REDIS_HOST(self) -> str:  # noqa: N802
-        """Host of the data-plane Redis used by DualRedisBroker."""
-        return os.environ.get("DATA_REDIS_HOST", "localhost")
-
-    @property
-    def DATA_REDIS_PORT(self) -> int:  # noqa: N802
-        """Port of the data-plane Redis used by DualRedisBroker."""
-        return _int_env("DATA_REDIS_PORT", 6380)
+        return int_env("REDIS_PORT", 6379)
 
     @property
     def GATEWAY_HOST(self) -> str:  # noqa: N802
@@ -75,12 +61,17 @@ class Settings:
     @property
     def GATEWAY_TCP_PORT(self) -> int:  # noqa: N802
         """The gateway's TCP port for frames from the nodes."""
-        return _int_env("GATEWAY_TCP_PORT", 8080)
+        return int_env("GATEWAY_TCP_PORT", 8080)
 
     @property
     def GATEWAY_HTTP_PORT(self) -> int:  # noqa: N802
         """The gateway's HTTP port (dashboard, MJPEG, API)."""
-        return _int_env("GATEWAY_HTTP_PORT", 8000)
+        return int_env("GATEWAY_HTTP_PORT", 8000)
+
+    @property
+    def EDGEFLOW_BROKER(self) -> str | None:  # noqa: N802
+        """The registered broker to use when the app names none (`redis`, or a plugin's such as `shm`)."""
+        return os.environ.get("EDGEFLOW_BROKER") or None
 
     @property
     def NODE_NAME(self) -> str | None:  # noqa: N802
@@ -95,7 +86,7 @@ class Settings:
     @property
     def MAX_FRAME_BYTES(self) -> int:  # noqa: N802
         """Largest encoded frame accepted from the wire."""
-        return _int_env("EDGEFLOW_MAX_FRAME_BYTES", 256 * 1024 * 1024)
+        return int_env("EDGEFLOW_MAX_FRAME_BYTES", 256 * 1024 * 1024)
 
     def redis_configured(self) -> bool:
         """Return True when the environment names a Redis server explicitly."""

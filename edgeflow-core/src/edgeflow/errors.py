@@ -45,9 +45,14 @@ class LinkError(ConfigurationError):
 class PluginError(ConfigurationError):
     """Raised when a plugin fails to load, misspells a hook, or a required plugin is missing."""
 
-    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, plugin: str | None = None, kind: str | None = None, name: str | None = None
+    ) -> None:
         super().__init__(message)
         self.plugin = plugin
+        #: The kind of piece looked up (broker, interface, deployer, exporter, codec) and its name.
+        self.kind = kind
+        self.name = name
 
 
 class BrokerError(EdgeFlowError):

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FrameError
+from .errors import ConfigurationError, FrameError
+from .plugins import get_codec
 
 __all__ = [
     "KIND_BYTES",
@@ -209,9 +210,6 @@ def _make_data(kind: int, desc: _Desc | None, payload: Buffer) -> Any:
     if dtype.kind not in _DTYPE_KINDS or dtype.hasobject:
         raise FrameError(f"array dtype {dtype_str!r} is not allowed on the wire")
     if kind == KIND_ENCODED:
-        from .codecs import get_codec
-        from .errors import ConfigurationError
-
         try:
             codec = get_codec(codec_name)
         except ConfigurationError as exc:

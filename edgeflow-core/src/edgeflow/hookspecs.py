@@ -29,7 +29,7 @@ def register_interfaces(register: Callable[[str, type[Any]], None]) -> None:
 
 @hookspec
 def register_deployers(register: Callable[[str, Any], None]) -> None:
-    """Register deployers by name: `register("kubernetes", KubernetesDeployer)`."""
+    """Register deployers by name: `register("kubernetes", KubernetesDeployer())` (see `edgeflow deploy`)."""
 
 
 @hookspec

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .app import EdgeApp
 from .errors import ConfigurationError
-from .runner import AppLoaded, loading
+from .runtime import AppLoaded, loading
 
 __all__ = ["load_app"]
 

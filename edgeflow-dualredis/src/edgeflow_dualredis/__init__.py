@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .broker import DualRedisBroker
+from .plane import DataRedisPlane
 
-__all__ = ["DualRedisBroker"]
+__all__ = ["DataRedisPlane", "DualRedisBroker"]

@@ -24,9 +24,9 @@ def broker_services(broker: Broker, app: EdgeApp) -> list[ServiceSpec] | None:
     """A DualRedisBroker needs two Redis servers: `redis` (control plane) and `redis-data` (payloads)."""
     from edgeflow.broker import ServiceSpec
 
-    from .broker import DualRedisBroker
+    from .plane import DataRedisPlane
 
-    if not isinstance(broker, DualRedisBroker):
+    if not isinstance(getattr(broker, "data_plane", None), DataRedisPlane):
         return None
     return [
         ServiceSpec("redis", 6379, "REDIS_HOST", "REDIS_PORT"),

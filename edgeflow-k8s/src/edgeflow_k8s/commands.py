@@ -1,4 +1,4 @@
-"""The `edgeflow deploy`, `status`, `logs` and `delete` commands (added to the CLI by the plugin's hook)."""
+"""The `edgeflow deploy` (the `kubernetes` deployer's command), `status`, `logs` and `delete` commands."""
 
 from __future__ import annotations
 
@@ -247,4 +247,5 @@ def delete_command(
         _err(f"deleted {name}")
 
 
-COMMANDS = (deploy_command, status_command, logs_command, delete_command)
+#: What the plugin adds to `edgeflow`; `deploy` is the core's, and finds this plugin's deployer by name.
+COMMANDS = (status_command, logs_command, delete_command)

@@ -54,6 +54,14 @@ class KubernetesDeployer:
     """Deploys an EdgeFlow app to a Kubernetes cluster (registered as the `kubernetes` deployer)."""
 
     name = "kubernetes"
+    help = "build the app's image, render its manifests and apply them to a Kubernetes cluster"
+
+    @property
+    def command(self) -> Any:
+        """The click command that `edgeflow deploy` runs for this deployer."""
+        from .commands import deploy_command
+
+        return deploy_command
 
     def plan(
         self,

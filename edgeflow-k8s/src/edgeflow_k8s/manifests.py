@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeflow.broker import ServiceSpec
 from edgeflow.errors import ConfigurationError
+from edgeflow.plugins import get_plugin_manager
 
 from .errors import InvalidNameError
 from .names import check_label_value, k8s_name, k8s_names
@@ -294,7 +295,8 @@ def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
     if PurePosixPath(options.app_file).name != options.app_file:
         raise ConfigurationError(f"app_file {options.app_file!r} must be a file name inside the app's folder")
     app_label = check_label_value(app.name, "app name")
-    services = app.broker.services(app)
+    answer = get_plugin_manager().hook.broker_services(broker=app.broker, app=app)
+    services: list[ServiceSpec] = list(answer or [])
     if not services:
         raise ConfigurationError(
             f"the broker {type(app.broker).__name__} names no servers to deploy (its broker_services hook answered "

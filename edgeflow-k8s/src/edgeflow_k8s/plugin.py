@@ -10,7 +10,7 @@ from edgeflow.hookspecs import hookimpl
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    """Add `deploy`, `status`, `logs` and `delete` to the `edgeflow` command."""
+    """Add `status`, `logs` and `delete` to the `edgeflow` command (`deploy` finds the deployer below)."""
     from .commands import COMMANDS
 
     for command in COMMANDS:
@@ -19,10 +19,10 @@ def register_commands(cli: Any) -> None:
 
 @hookimpl
 def register_deployers(register: Callable[[str, Any], None]) -> None:
-    """Register the Kubernetes deployer."""
+    """Register the Kubernetes deployer: `edgeflow deploy main.py --registry ...` runs its command."""
     from .deployer import KubernetesDeployer
 
-    register("kubernetes", KubernetesDeployer)
+    register("kubernetes", KubernetesDeployer())
 
 
 @hookimpl

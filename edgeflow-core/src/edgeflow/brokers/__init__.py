@@ -1,0 +1,1 @@
+"""Brokers: the Redis broker and the data-plane seam that plugins implement."""

@@ -1,4 +1,4 @@
-"""Communication: brokers and the frame format (the seed's import path)."""
+"""Communication under the seed's import path: the broker contract, the Redis broker and the frame."""
 
 from __future__ import annotations
 

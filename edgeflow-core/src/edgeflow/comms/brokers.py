@@ -1,22 +1,24 @@
-"""Brokers under the seed's import path; those that ship as plugins load when first asked for."""
+"""Brokers under the seed's import path; those that ship as plugins resolve through the broker lookup."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..brokers.redis import RedisBroker
+from ..errors import PluginError
+from ..plugins import get_broker
 
-__all__ = ["DualRedisBroker", "RedisBroker"]  # noqa: F822 - DualRedisBroker loads lazily from its plugin
+__all__ = ["DualRedisBroker", "RedisBroker"]  # noqa: F822 - DualRedisBroker resolves on first access
+
+#: The seed's class names of brokers that plugins provide, and the names they are registered under.
+_PLUGIN_BROKERS = {"DualRedisBroker": "dualredis", "ShmBroker": "shm"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "DualRedisBroker":
+    registered = _PLUGIN_BROKERS.get(name)
+    if registered is not None:
         try:
-            from edgeflow_dualredis import DualRedisBroker  # type: ignore[attr-defined,unused-ignore]
-        except ImportError as exc:
-            raise ImportError(
-                'DualRedisBroker comes with the edgeflow-dualredis plugin: pip install "edgeflow[dualredis]"',
-                name=exc.name,
-            ) from exc
-        return DualRedisBroker
+            return get_broker(registered)
+        except PluginError as exc:
+            raise ImportError(f"{name} is the broker named {registered!r}, from a plugin: {exc}") from exc
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

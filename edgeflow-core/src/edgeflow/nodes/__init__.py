@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from .base import Node
-from .consumer import ConsumerNode, SinkNode
+from .consumer import ConsumerNode
 from .fusion import FusionNode
 from .gateway import GatewayInterface, GatewayNode
-from .producer import ProducerNode
+from .producer import IDLE, ProducerNode
+from .sink import SinkNode
 
-__all__ = ["ConsumerNode", "FusionNode", "GatewayInterface", "GatewayNode", "Node", "ProducerNode", "SinkNode"]
+__all__ = [
+    "IDLE",
+    "ConsumerNode",
+    "FusionNode",
+    "GatewayInterface",
+    "GatewayNode",
+    "Node",
+    "ProducerNode",
+    "SinkNode",
+]

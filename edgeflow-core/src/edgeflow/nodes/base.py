@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..broker import Broker
     from ..frame import Frame
-    from ..stats import NodeStats
+    from ..runtime.stats import NodeStats
 
 __all__ = ["Node"]
 
@@ -17,6 +17,9 @@ class Node:
     """Base of every node; override `configure()` to set up, and the method of your node type."""
 
     node_type: ClassVar[str] = ""
+    #: The topic this node's output is published under; its node name unless set here or in `@app.node(...)`.
+    #: Links and other nodes' `input_topics` find a node by it, so it is known before the nodes start.
+    output_topic: str | None = None
 
     name: str
     app_name: str

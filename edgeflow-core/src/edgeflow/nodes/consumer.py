@@ -6,27 +6,16 @@ from typing import Any, ClassVar
 
 from .base import Node
 
-__all__ = ["ConsumerNode", "SinkNode"]
+__all__ = ["ConsumerNode"]
 
 
 class ConsumerNode(Node):
     """Processes frames; implement `process(data)`."""
 
     node_type: ClassVar[str] = "consumer"
-    #: Extra source nodes to read besides those linked to this node.
+    #: Topics to read besides those linked to this node (set in `configure()`, as the seed does).
     input_topics: list[str]
 
     def process(self, data: Any) -> Any:
         """Return the result to send on (data, or `(data, meta)`), or None to send nothing."""
-        raise NotImplementedError
-
-
-class SinkNode(Node):
-    """Persists frames (files, databases); implement `process(data)`. A sink sends nothing on."""
-
-    node_type: ClassVar[str] = "sink"
-    input_topics: list[str]
-
-    def process(self, data: Any) -> None:
-        """Store `data`; `self.current_frame` holds its id, timestamp and meta."""
         raise NotImplementedError

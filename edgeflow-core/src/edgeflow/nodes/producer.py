@@ -6,7 +6,21 @@ from typing import Any, ClassVar
 
 from .base import Node
 
-__all__ = ["ProducerNode"]
+__all__ = ["IDLE", "ProducerNode"]
+
+
+class _Idle:
+    """The type of `IDLE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "IDLE"
+
+
+#: What `produce()` returns when it has nothing to send right now (an event source that waited in vain):
+#: the runner sends nothing, counts nothing, and calls `produce()` again.
+IDLE = _Idle()
 
 
 class ProducerNode(Node):
@@ -17,5 +31,5 @@ class ProducerNode(Node):
     fps: float | None = None
 
     def produce(self) -> Any:
-        """Return the next ndarray, bytes, JSON data or `Frame`; return None to end the stream."""
+        """Return the next ndarray, bytes, JSON data or `Frame`; `IDLE` when there is nothing yet; None to end."""
         raise NotImplementedError

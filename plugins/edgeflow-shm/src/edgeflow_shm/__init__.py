@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._pool import host_id, sweep
-from .broker import SharedMemoryDataPlane, ShmBroker, StaleFrameError
+from .broker import ShmBroker
+from .plane import SharedMemoryPlane
 
-__all__ = ["SharedMemoryDataPlane", "ShmBroker", "StaleFrameError", "host_id", "sweep"]
+__all__ = ["SharedMemoryPlane", "ShmBroker", "host_id", "sweep"]

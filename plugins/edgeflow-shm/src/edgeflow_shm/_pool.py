@@ -229,9 +229,6 @@ class ReaderFiles:
     def __init__(self) -> None:
         self.fds: dict[str, int] = {}
         self.held: list[tuple[int, int]] = []
-        self.active = False
-        self.stale = 0
-        self.lost = 0
 
     def acquire(self, name: str, off: int) -> bool:
         """Take a shared lock on the slot at `off` of `name`; False while its writer has it."""

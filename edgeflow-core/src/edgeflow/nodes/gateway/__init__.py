@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ...plugins import get_interface
 from ..base import Node
 from .interfaces import GatewayInterface
 
 if TYPE_CHECKING:
     from ...frame import Frame
-    from ...stats import StatsAggregator
+    from ...runtime.stats import StatsAggregator
 
 __all__ = ["GatewayInterface", "GatewayNode"]
 
@@ -26,8 +27,16 @@ class GatewayNode(Node):
     #: Live statistics of every node, gathered from the control plane.
     aggregator: StatsAggregator
 
-    def add_interface(self, interface: GatewayInterface) -> GatewayInterface:
-        """Attach `interface`; it starts with the gateway and gets every frame."""
+    def add_interface(self, interface: GatewayInterface | str, **options: Any) -> GatewayInterface:
+        """Attach `interface`, or build the interface registered under that name with `options`.
+
+        `self.add_interface(WebInterface(port=8000))` and `self.add_interface("web", port=8000)` are the same;
+        the interface starts with the gateway and gets every frame.
+        """
+        if isinstance(interface, str):
+            interface = get_interface(interface)(**options)
+        elif options:
+            raise TypeError(f"gateway {self.name!r}: options are for an interface named by a string, got {options}")
         if not isinstance(interface, GatewayInterface):
             raise TypeError(f"gateway {self.name!r}: add_interface() takes a GatewayInterface, got {interface!r}")
         if not hasattr(self, "interfaces"):

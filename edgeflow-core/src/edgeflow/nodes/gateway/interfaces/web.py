@@ -1,12 +1,19 @@
-"""`WebInterface`, provided by the edgeflow-web plugin (MJPEG streams and the live dashboard)."""
+"""The seed's import path of `WebInterface`: it resolves to the gateway interface that a plugin registers as "web"."""
 
 from __future__ import annotations
 
-try:
-    from edgeflow_web import WebInterface  # type: ignore[attr-defined,unused-ignore]
-except ImportError as exc:  # pragma: no cover - exercised when edgeflow-web is absent
-    raise ImportError(
-        'WebInterface comes with the edgeflow-web plugin: pip install "edgeflow[web]"', name=exc.name
-    ) from exc
+from typing import Any
 
-__all__ = ["WebInterface"]
+from ....errors import PluginError
+from ....plugins import get_interface
+
+__all__ = ["WebInterface"]  # noqa: F822 - resolved on first access through the plugin lookup
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WebInterface":
+        try:
+            return get_interface("web")
+        except PluginError as exc:
+            raise ImportError(f"WebInterface is the gateway interface named 'web', from a plugin: {exc}") from exc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

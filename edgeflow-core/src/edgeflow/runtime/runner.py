@@ -6,6 +6,7 @@ import argparse
 import atexit
 import contextvars
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,14 +15,17 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._workers import RunContext, make_worker
-from .embedded import EmbeddedRedis
-from .errors import ConfigurationError, EdgeFlowError
-from .plugins import registry
+from ..embedded import EmbeddedRedis
+from ..errors import ConfigurationError, EdgeFlowError
+from ..plugins import get_exporter
+from .gateway import GatewayWorker
+from .producer import ProducerWorker
+from .readers import ConsumerWorker, FusionWorker, SinkWorker
 from .stats import StatsReporter
+from .workers import RunContext, Worker
 
 if TYPE_CHECKING:
-    from .app import EdgeApp, NodeSpec
+    from ..app import EdgeApp, NodeSpec
 
 __all__ = ["AppLoaded", "loading", "main", "run_app"]
 
@@ -92,17 +96,24 @@ def main(app: EdgeApp, argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
 
 
-def _exporters() -> list[Any]:
-    import os
+_WORKERS: dict[str, type[Worker]] = {
+    "producer": ProducerWorker,
+    "consumer": ConsumerWorker,
+    "sink": SinkWorker,
+    "fusion": FusionWorker,
+    "gateway": GatewayWorker,
+}
 
+
+def make_worker(ctx: RunContext, spec: NodeSpec, replica: int) -> Worker:
+    """Return the worker that runs replica `replica` of `spec`."""
+    return _WORKERS[spec.type](ctx, spec, replica)
+
+
+def _exporters() -> list[Any]:
+    """The metrics exporters EDGEFLOW_METRICS names (comma-separated), each found by name."""
     wanted = [n.strip() for n in os.environ.get("EDGEFLOW_METRICS", "").split(",") if n.strip()]
-    if not wanted:
-        return []
-    found = registry("register_metrics")
-    missing = [n for n in wanted if n not in found]
-    if missing:
-        raise ConfigurationError(f"EDGEFLOW_METRICS names {missing}, not installed; installed: {sorted(found)}")
-    return [found[n]() for n in wanted]
+    return [get_exporter(name)() for name in dict.fromkeys(wanted)]
 
 
 def run_app(
@@ -183,6 +194,9 @@ def run_app(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("app %r stopped", app.name)
+    fatal = next((w.fatal for w in ctx.workers if w.fatal is not None), None)
+    if fatal is not None:
+        raise fatal
     return _summary(ctx)
 
 
@@ -208,7 +222,7 @@ def _wait(ctx: RunContext) -> None:
     quiet_since: float | None = None
     last_in = -1
     while not ctx.stop.wait(0.1):
-        if all(w.finished.is_set() for w in workers):
+        if all(w.finished.is_set() for w in workers) or any(w.fatal is not None for w in workers):
             return
         if not producers or has_gateway or not all(w.finished.is_set() for w in producers):
             continue

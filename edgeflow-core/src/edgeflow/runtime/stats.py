@@ -11,10 +11,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .errors import BrokerError
+from ..backoff import Backoff
+from ..errors import BrokerError
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from ..broker import Broker
 
 __all__ = ["STATS_CHANNEL", "NodeStats", "StatsAggregator", "StatsReporter", "percentile"]
 
@@ -168,14 +169,16 @@ class StatsAggregator:
 
     def _listen(self) -> None:
         listener = None
+        backoff = Backoff(0.2, 2.0)
         while not self._stop.is_set():
             try:
                 if listener is None:
                     listener = self.broker.listen(STATS_CHANNEL)
                 raw = listener.get(timeout=0.5)
+                backoff.reset()
             except BrokerError:
                 listener = None
-                self._stop.wait(1.0)
+                backoff.wait(self._stop)
                 continue
             if raw is None:
                 continue
@@ -193,7 +196,8 @@ class StatsAggregator:
             for link in self.graph.get("links", []):
                 if link["transport"] != "redis":
                     continue
-                depth = self.broker.link_depth(link["source"], link["target"], link.get("codec") or "")
+                depth = self.broker.link_depth(link.get("topic") or link["source"], link["target"],
+                                               link.get("codec") or "")  # fmt: skip
                 with self._lock:
                     self._depths[(link["source"], link["target"])] = depth
             if self._stop.wait(1.0):

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from .app import EdgeApp
-from .runner import run_app
+from ..app import EdgeApp
+from ..runtime import run_app
 
 __all__ = ["RunningApp", "wait_for"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 
-from .frame import Frame
+from ..frame import Frame
 
 __all__ = ["Synchronizer"]
 

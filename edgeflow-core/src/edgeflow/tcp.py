@@ -16,8 +16,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import FrameError
-from ..frame import Buffer, Frame, frame_size, pack, unpack
+from .backoff import Backoff
+from .errors import FrameError
+from .frame import Buffer, Frame, frame_size, pack, unpack
 
 __all__ = ["FrameSender", "FrameServer"]
 
@@ -84,7 +85,7 @@ class FrameSender:
 
     def _run(self) -> None:
         sock: socket.socket | None = None
-        delay = 0.05
+        backoff = Backoff(0.05, 1.0)
         down_since: float | None = None
         while True:
             with self._cond:
@@ -99,7 +100,8 @@ class FrameSender:
                     sock = self._connect()
                     if down_since is not None:
                         log.info("%s: connected to the gateway at %s:%d again", self.source, self.host, self.port)
-                    down_since, delay = None, 0.05
+                    down_since = None
+                    backoff.reset()
                 self._send_all(sock, message)
                 self.sent += 1
             except OSError as exc:
@@ -123,8 +125,7 @@ class FrameSender:
                 with self._cond:
                     if self._closed:
                         break
-                    self._cond.wait(delay)
-                delay = min(delay * 2, 1.0)
+                    self._cond.wait(backoff.failed())
         if sock is not None:
             sock.close()
 

@@ -1,18 +1,21 @@
-"""Links between nodes: `app.link("a").to("b").to("c")`, checked as they are made."""
+"""Links between nodes: `app.link("a").to("b").to("c")`, checked as they are made; QoS is defined here, once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .errors import ConfigurationError, LinkError
+from .plugins import get_codec
 
 if TYPE_CHECKING:
     from .app import EdgeApp
 
-__all__ = ["QOS_VALUES", "Link", "LinkBuilder"]
+__all__ = ["QOS", "QOS_VALUES", "Link", "LinkBuilder"]
 
-QOS_VALUES = ("realtime", "durable")
+#: "realtime": the newest frame wins, stale ones are skipped (counted); "durable": every frame, at least once.
+QOS = Literal["realtime", "durable"]
+QOS_VALUES: tuple[str, ...] = get_args(QOS)
 # Types whose output can be linked onward, and types that accept input.
 _SENDERS = {"producer", "consumer", "fusion"}
 _RECEIVERS = {"consumer", "fusion", "gateway", "sink"}
@@ -20,7 +23,7 @@ _RECEIVERS = {"consumer", "fusion", "gateway", "sink"}
 
 @dataclass(frozen=True)
 class Link:
-    """One edge of the pipeline: frames of `source` go to `target` over `transport`."""
+    """One edge of the pipeline: frames of the node `source`, published under `topic`, go to `target`."""
 
     source: str
     target: str
@@ -32,6 +35,12 @@ class Link:
     max_len: int = 10_000
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     codec: str | None = None
+    #: The name the source publishes under (its `output_topic`; its node name unless declared otherwise).
+    topic: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            object.__setattr__(self, "topic", self.source)
 
     @property
     def variant(self) -> str:
@@ -46,6 +55,7 @@ class Link:
         return {
             "source": self.source,
             "target": self.target,
+            "topic": self.topic,
             "qos": self.qos,
             "transport": self.transport,
             "codec": self.variant or None,
@@ -56,9 +66,9 @@ class LinkBuilder:
     """Chains links from one node: each `to()` links and returns a builder for the target."""
 
     def __init__(self, app: EdgeApp, source: str) -> None:
-        app._require_node(source, "link")
         self._app = app
-        self.source = source
+        #: The source node; `app.link()` also takes the name of a topic, which stands for the node publishing it.
+        self.source = app.resolve_source(source)
 
     def to(
         self,
@@ -86,7 +96,7 @@ class LinkBuilder:
                 frame is encoded once for all the links that ask for the same codec, and decoded by the reader.
         """
         app = self._app
-        app._require_node(target, "link")
+        app.require_node(target, "link")
         src, dst = app.nodes[self.source], app.nodes[target]
         if qos not in QOS_VALUES:
             raise LinkError(f"unknown qos {qos!r} for {self.source} -> {target}; use one of {QOS_VALUES}")
@@ -122,8 +132,6 @@ class LinkBuilder:
                     source=self.source,
                     target=target,
                 )
-            from .codecs import get_codec
-
             try:
                 get_codec(codec).check(dict(options))
             except ConfigurationError as exc:
@@ -136,8 +144,9 @@ class LinkBuilder:
                 target=target,
             )
         link = Link(
-            self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options), codec
-        )
+            self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options), codec,
+            src.topic,
+        )  # fmt: skip
         for existing in app.links:
             if existing.source == self.source and existing.target == target:
                 if existing == link:
@@ -147,7 +156,7 @@ class LinkBuilder:
                     source=self.source,
                     target=target,
                 )
-        cycle = app._path(target, self.source)
+        cycle = app.path(target, self.source)
         if cycle is not None:
             raise LinkError(
                 f"linking {self.source} -> {target} makes a cycle: {' -> '.join([self.source, *cycle])}",

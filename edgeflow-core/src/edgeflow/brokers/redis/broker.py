@@ -1,0 +1,286 @@
+"""`RedisBroker`: one Redis stream per topic, one consumer group per target node, statistics on Pub/Sub."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.retry import Retry
+
+from ...backoff import Backoff
+from ...broker import Broker, Listener, Publisher, Subscription
+from ...config import redact_url, settings
+from ...embedded import redis_answers
+from ...errors import ConfigurationError, FrameError
+from ...frame import decode
+from ...links import QOS_VALUES
+from ..dataplane import DataPlane, Missing
+from .errors import translate
+from .listener import RedisListener
+from .packer import ZeroCopyPacker
+from .publisher import RedisPublisher
+from .scripts import Scripts
+from .subscription import RedisSubscription
+
+if TYPE_CHECKING:
+    from ...links import Link
+
+__all__ = ["RedisBroker"]
+
+log = logging.getLogger("edgeflow.broker")
+_DEAD_MAXLEN = 10_000
+
+
+class RedisBroker(Broker):
+    """The default broker: frames on Redis Streams, statistics on Redis Pub/Sub.
+
+    Args:
+        url: `redis://`, `rediss://` (TLS) or `unix://`, with user and password; default REDIS_URL, or
+            REDIS_HOST and REDIS_PORT.
+        data_plane: where payloads live (see `edgeflow.brokers.dataplane`); inline in the entries by default.
+        options: passed to `redis.Redis.from_url`.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        data_plane: DataPlane | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if url is None and (host is not None or port is not None):
+            url = f"redis://{host or settings.REDIS_HOST}:{port or settings.REDIS_PORT}/0"
+        self._url = url
+        self._options = options
+        self._client: redis.Redis | None = None
+        self._scripts: Scripts | None = None
+        self._lock = threading.Lock()
+        self.data_plane = data_plane or DataPlane()
+        self.data_plane.attach(self)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBroker:
+        """Return a broker for the Redis at `url` (`redis://`, `rediss://`, `unix://`)."""
+        return cls(url, **options)
+
+    @property
+    def url(self) -> str:
+        """The control-plane URL, from the constructor or the environment."""
+        return self._url or settings.redis_url()
+
+    @property
+    def explicit(self) -> bool:
+        """True when a Redis was named in code or in the environment."""
+        return self._url is not None or settings.redis_configured()
+
+    def use_url(self, url: str) -> None:
+        """Point the broker at `url` before it connects (the runner does this for the embedded Redis)."""
+        if self._client is not None:
+            raise ConfigurationError("RedisBroker.use_url() must be called before connect()")
+        self._url = url
+
+    def ensure_server(self, start_embedded: Callable[[], str]) -> bool:
+        """Use an embedded Redis when no Redis is configured and none answers on localhost:6379."""
+        embedded = not (self.explicit or self._client is not None or redis_answers("localhost", 6379))
+        if embedded:
+            self.use_url(start_embedded())
+        self.data_plane.ensure_server(start_embedded, embedded)
+        return embedded
+
+    @property
+    def display_url(self) -> str:
+        """The control-plane URL with any password redacted."""
+        return redact_url(self.url)
+
+    def make_client(self, url: str) -> redis.Redis:
+        """Return a client for the Redis at `url` with the broker's retries, timeouts and packer."""
+        backoff = Backoff(0.05, 1.0)
+        opts: dict[str, Any] = {
+            "retry": Retry(backoff.policy, 4),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            "health_check_interval": 15,
+            "socket_connect_timeout": 3.0,
+            "socket_keepalive": True,
+            "client_name": f"edgeflow-{self.namespace}"[:60],
+            "command_packer": ZeroCopyPacker(),
+        }
+        opts.update(self._options)
+        try:
+            return redis.Redis.from_url(url, **opts)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
+
+    @property
+    def client(self) -> Any:
+        """The control-plane `redis.Redis` client, connected on first use (typed loosely: its replies vary)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self.make_client(self.url)
+        return self._client
+
+    @property
+    def scripts(self) -> Scripts:
+        """The broker's Lua scripts, registered on its client."""
+        if self._scripts is None:
+            self._scripts = Scripts(self.client)
+        return self._scripts
+
+    def connect(self) -> None:
+        """Connect and check that Redis (and the data plane's servers) answer."""
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise translate(exc, self.display_url) from exc
+        self.data_plane.connect()
+        if self.data_plane.name != "inline":
+            log.info("data plane %s: %s", self.data_plane.name, self.data_plane.describe())
+
+    def close(self) -> None:
+        """Close every connection of the pool and the data plane's."""
+        self.data_plane.close()
+        if self._client is not None:
+            self._client.close()
+            self._client.connection_pool.disconnect()
+            self._client = None
+            self._scripts = None
+
+    def ping(self) -> bool:
+        """Return True when Redis and the data plane's servers answer."""
+        try:
+            return bool(self.client.ping()) and self.data_plane.ping()
+        except redis.RedisError:
+            return False
+
+    # Keys -----------------------------------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        """Return the Redis key for `parts` inside this app's namespace."""
+        return ":".join(("ef", self.namespace, *parts))
+
+    def stream_key(self, topic: str, qos: str = "realtime", variant: str = "") -> str:
+        """Return the stream that carries `topic`'s frames on links of `qos` (encoded as `variant`, if any)."""
+        return self.key("rt" if qos == "realtime" else "dur", f"{topic}~{variant}" if variant else topic)
+
+    def dead_key(self, target: str) -> str:
+        """Return the dead-letter stream of the node `target`."""
+        return self.key("dead", target)
+
+    def replay_key(self, target: str) -> str:
+        """Return the stream from which `target` takes replayed dead letters."""
+        return self.key("replay", target)
+
+    def seen_key(self, topic: str, group: str) -> str:
+        """Return the hash where `group`'s skip accounting of `topic` lives."""
+        return self.key("seen", topic, group)
+
+    # Frames -----------------------------------------------------------------------------------------------
+    def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
+        """Return a publisher that writes the topic `source`'s frames to its realtime and durable streams."""
+        return self.data_plane.publisher(RedisPublisher(self, source, links))
+
+    def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
+        """Read the `links` into one target as `consumer`, creating the consumer groups as needed."""
+        for ln in links:
+            if ln.qos not in QOS_VALUES:
+                raise ConfigurationError(f"qos={ln.qos!r} on {ln.source} -> {ln.target}; use one of {QOS_VALUES}")
+        if len({ln.target for ln in links}) != 1:
+            raise ConfigurationError("subscribe() takes the links into one target node")
+        chosen = list(links)
+        return self.data_plane.subscription(lambda: RedisSubscription(self, chosen, consumer), chosen, consumer)
+
+    def ensure_group(self, topic: str, group: str, qos: str = "realtime", variant: str = "") -> None:
+        """Create the consumer group `group` on `topic`'s stream if it does not exist."""
+        self.ensure_group_key(self.stream_key(topic, qos, variant), group)
+
+    def ensure_group_key(self, key: str, group: str) -> None:
+        """Create the consumer group `group` on the stream `key` (and the stream) if it does not exist."""
+        try:
+            self.client.xgroup_create(key, group, id="$", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise translate(exc, self.display_url) from exc
+        except redis.RedisError as exc:
+            raise translate(exc, self.display_url) from exc
+
+    def link_depth(self, source: str, group: str, variant: str = "") -> int | None:
+        """Return how many entries of the topic `source` wait for `group` (Redis 7's lag plus unacknowledged)."""
+        total: int | None = None
+        for qos in QOS_VALUES:
+            try:
+                infos = self.client.xinfo_groups(self.stream_key(source, qos, variant))
+            except redis.RedisError:
+                continue
+            for info in infos:
+                if info.get("name") in (group, group.encode()):
+                    lag = info.get("lag")
+                    pending = int(info.get("pending") or 0) if qos == "durable" else 0
+                    total = (total or 0) + (int(lag) if lag is not None else 0) + pending
+        return total
+
+    def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
+        """Return up to `count` dead letters of `target`, oldest first: id, source, frame_id, attempts, error."""
+        try:
+            entries = self.client.xrange(self.dead_key(target), count=count)
+        except redis.RedisError as exc:
+            raise translate(exc, self.display_url) from exc
+        reader = self.data_plane.reader(None)
+        payloads = reader.resolve([fields for _, fields in entries])
+        out = []
+        for (entry_id, fields), payload in zip(entries, payloads, strict=True):
+            info: dict[str, Any] = {
+                "id": entry_id.decode(),
+                "source": fields.get(b"s", b"").decode(errors="replace"),
+                "attempts": int(fields.get(b"a", b"0")),
+                "error": fields.get(b"e", b"").decode(errors="replace"),
+                "frame_id": None,
+            }
+            if not isinstance(payload, Missing):
+                try:
+                    frame = decode(fields[b"h"], payload)
+                    info["frame_id"], info["timestamp"] = frame.frame_id, frame.timestamp
+                except (FrameError, KeyError):
+                    pass
+            out.append(info)
+        reader.close()
+        return out
+
+    def replay_dead_letters(self, target: str, ids: Sequence[str] | None = None) -> int:
+        """Give dead letters of `target` (all, or those `ids`) back to it once more; return how many."""
+        dead = self.dead_key(target)
+        try:
+            if ids:
+                entries = []
+                for i in ids:
+                    entries.extend(self.client.xrange(dead, min=i, max=i))
+            else:
+                entries = self.client.xrange(dead)
+            self.ensure_group_key(self.replay_key(target), target)
+            for entry_id, fields in entries:
+                pipe = self.client.pipeline(transaction=True)
+                keep = {k: v for k, v in fields.items() if k not in (b"e", b"a")}
+                pipe.xadd(self.replay_key(target), keep, maxlen=_DEAD_MAXLEN, approximate=True)
+                pipe.xdel(dead, entry_id)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise translate(exc, self.display_url) from exc
+        return len(entries)
+
+    # Control plane ------------------------------------------------------------------------------------------
+    def emit(self, channel: str, message: bytes) -> None:
+        """Publish `message` on the app's channel `channel`."""
+        try:
+            self.client.publish(self.key("ch", channel), message)
+        except redis.RedisError as exc:
+            raise translate(exc, self.display_url) from exc
+
+    def listen(self, channel: str) -> Listener:
+        """Subscribe to the app's channel `channel`."""
+        return RedisListener(self, self.key("ch", channel))

@@ -1,0 +1,50 @@
+"""The control plane's listener: one Redis Pub/Sub channel."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from ...broker import Listener
+from .errors import translate
+
+if TYPE_CHECKING:
+    from .broker import RedisBroker
+
+__all__ = ["RedisListener"]
+
+
+class RedisListener(Listener):
+    """Receives the messages of one channel; reconnects on the next `get()` after a failure."""
+
+    def __init__(self, broker: RedisBroker, channel: str) -> None:
+        self.broker = broker
+        self.channel = channel
+        self._pubsub: Any = None
+
+    def get(self, timeout: float) -> bytes | None:
+        """Return the next message, or None after `timeout` seconds."""
+        try:
+            if self._pubsub is None:
+                self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+                self._pubsub.subscribe(self.channel)
+            msg = self._pubsub.get_message(timeout=timeout)
+        except redis.RedisError as exc:
+            self._drop()
+            raise translate(exc, self.broker.display_url) from exc
+        if msg is None or msg.get("type") != "message":
+            return None
+        data = msg["data"]
+        return bytes(data) if not isinstance(data, bytes) else data
+
+    def _drop(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+            self._pubsub = None
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._drop()

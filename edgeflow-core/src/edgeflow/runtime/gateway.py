@@ -1,0 +1,71 @@
+"""The gateway's loop: frames in over TCP, handed to the interfaces; the pipeline's statistics gathered."""
+
+from __future__ import annotations
+
+import threading
+
+from ..config import settings
+from ..frame import Frame
+from ..nodes import GatewayNode
+from ..tcp import FrameServer
+from .stats import StatsAggregator
+from .workers import Worker
+
+__all__ = ["GatewayWorker"]
+
+
+class GatewayWorker(Worker):
+    """Receives frames over TCP, hands them to the interfaces and gathers the pipeline's statistics."""
+
+    def run(self) -> None:
+        node = self.build()
+        assert isinstance(node, GatewayNode)
+        app = self.ctx.app
+        node.topics = [ln.topic for ln in app.links_into(self.spec.name)]
+        node.graph = app.describe()
+        node.aggregator = StatsAggregator(self.ctx.broker, node.graph)
+        if not hasattr(node, "interfaces"):
+            node.interfaces = []
+        port = int(self.spec.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
+        host = str(self.spec.params.get("tcp_host", "0.0.0.0"))
+        lock = threading.Lock()
+
+        def on_frame(topic: str, frame: Frame) -> None:
+            with lock:
+                self.stats.received(frame.timestamp)
+            try:
+                node.on_frame(topic, frame)
+            except Exception as exc:
+                self.stats.failed += 1
+                self.errors(
+                    f"gateway {self.spec.name!r}: on_frame failed for {topic!r} frame {frame.frame_id}: {exc}", exc
+                )
+
+        def on_reject(source: str, why: str) -> None:
+            self.stats.rejected += 1
+
+        server = FrameServer(
+            host,
+            port,
+            on_frame,
+            token=settings.EDGEFLOW_TOKEN,
+            max_frame_bytes=settings.MAX_FRAME_BYTES,
+            on_reject=on_reject,
+        )
+        server.start()
+        node.aggregator.start()
+        self.logger.info("gateway %r receives frames on tcp %s:%d", self.spec.name, host, server.port)
+        started = []
+        try:
+            for interface in node.interfaces:
+                interface.start()
+                started.append(interface)
+            self.ctx.stop.wait()
+        finally:
+            for interface in started:
+                try:
+                    interface.stop(timeout=2.0)
+                except Exception as exc:
+                    self.errors(f"gateway {self.spec.name!r}: stopping {interface!r} failed: {exc}", exc)
+            server.stop()
+            node.aggregator.stop()

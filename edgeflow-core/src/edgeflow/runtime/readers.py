@@ -1,0 +1,217 @@
+"""The loops of the nodes that read from the broker: consumers, sinks and fusion nodes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..backoff import Backoff
+from ..broker import Delivery, Subscription
+from ..errors import BrokerError, ConfigurationError, FrameError, NodeError
+from ..frame import Frame
+from ..links import Link
+from ..nodes import FusionNode, Node, SinkNode
+from .sync import Synchronizer
+from .workers import Worker
+
+__all__ = ["ConsumerWorker", "FusionWorker", "SinkWorker"]
+
+_READ_TIMEOUT = 0.2
+
+
+def as_output(node: str, result: Any, source: Frame | None, frame_id: int) -> Frame | None:
+    """Turn what a node returned into the frame it sends, keeping the input's id and timestamp."""
+    if result is None:
+        return None
+    if isinstance(result, Frame):
+        return result
+    meta: dict[str, Any] = dict(source.meta) if source is not None else {}
+    if isinstance(result, tuple):
+        if len(result) != 2 or not isinstance(result[1], dict):
+            raise NodeError(
+                f"node {node!r} returned a tuple of {len(result)} items; return data, (data, meta_dict) or None",
+                node=node,
+            )
+        result, extra = result
+        meta.update(extra)
+        if result is None:
+            return None
+    if source is None:
+        return Frame(frame_id, time.time(), meta, result)
+    return Frame(source.frame_id, source.timestamp, meta, result)
+
+
+class _ReaderWorker(Worker):
+    """Shared loop of the nodes that read from the broker."""
+
+    sub: Subscription
+    last_error: str = ""
+
+    def inputs(self, node: Node) -> list[Link]:
+        """The links this node reads: those into it, then `input_topics` not already linked, as realtime links."""
+        app, name = self.ctx.app, self.spec.name
+        links = [ln for ln in app.links_into(name) if ln.transport == "redis"]
+        for topic in getattr(node, "input_topics", None) or []:
+            source = app.resolve_topic(topic, name)
+            if all(ln.source != source for ln in links):
+                links.append(Link(source, name, topic=app.nodes[source].topic))
+        return links
+
+    def run(self) -> None:
+        node = self.build()
+        links = self.inputs(node)
+        if not links:
+            raise ConfigurationError(
+                f"node {self.spec.name!r} has no inputs: link a node to it or set self.input_topics in configure()"
+            )
+        if self.spec.type != "sink":
+            self.outputs.open()
+        self.prepare(node, list(dict.fromkeys(ln.source for ln in links)))
+        self.sub = self._subscribe(links)
+        stop = self.ctx.stop
+        while not stop.is_set():
+            try:
+                deliveries = self.sub.read(_READ_TIMEOUT)
+                self.outage.ok()
+            except BrokerError as exc:
+                self.outage.failed(exc)
+                continue
+            done: list[Delivery] = []
+            try:
+                for d in deliveries:
+                    if stop.is_set() and done:
+                        break  # stop taking work; unacknowledged durable frames go to a live replica
+                    self.stats.received(d.frame.timestamp)
+                    self._handle_with_retries(node, d)
+                    done.append(d)
+                if done and self.settle(node, done):
+                    self.sub.ack(done)
+            except BrokerError as exc:
+                self.outage.failed(exc)  # unacknowledged frames are delivered again: at least once
+            self.stats.rejected = self.sub.rejected
+            self.stats.extra["dead_letters"] = self.sub.dead
+            self.stats.extra["lost"] = self.sub.lost
+            self.sync_counters()
+        self.sub.close()
+
+    def settle(self, node: Node, done: list[Delivery]) -> bool:
+        """Called before a batch is acknowledged; False keeps it unacknowledged (it comes again)."""
+        return True
+
+    def _handle_with_retries(self, node: Node, d: Delivery) -> None:
+        node.current_source = d.source
+        ok = self.handle(node, d.source, d.frame)
+        backoff = Backoff(0.05, 1.0)
+        while not ok and d.qos == "durable":
+            if d.attempts >= d.max_attempts:
+                self.sub.dead_letter(d, self.last_error)
+                return
+            d.attempts += 1
+            if backoff.wait(self.ctx.stop):
+                return  # not acknowledged by the caller either: a live replica takes it over
+            ok = self.handle(node, d.source, d.frame)
+
+    def _subscribe(self, links: list[Link]) -> Subscription:
+        while True:
+            try:
+                return self.ctx.broker.subscribe(links, self.consumer_name)
+            except BrokerError as exc:
+                if self.ctx.stop.is_set():
+                    raise
+                self.outage.failed(exc)
+
+    def prepare(self, node: Node, sources: list[str]) -> None:
+        """Hook for set-up that needs the inputs."""
+
+    def input_dropped(self) -> int:
+        sub = getattr(self, "sub", None)
+        return (sub.skipped if sub is not None else 0) + self.extra_dropped()
+
+    def extra_dropped(self) -> int:
+        """Drops made by the node type itself (fusion: frames that can never match)."""
+        return 0
+
+    def call(self, node: Node, fn: Callable[[Any], Any], arg: Any, frame: Frame) -> tuple[bool, Any]:
+        """Run the node's code on one input; (False, None) when it raised (logged and counted)."""
+        node.current_frame = frame
+        t0 = time.perf_counter()
+        try:
+            result = fn(arg)
+        except Exception as exc:
+            self.stats.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.errors(f"node {self.spec.name!r}: process() raised on frame {frame.frame_id}: {self.last_error}", exc)
+            return False, None
+        finally:
+            node.current_frame = None
+        self.stats.proc_ms.append((time.perf_counter() - t0) * 1000.0)
+        return True, result
+
+    def send_result(self, result: Any, source: Frame) -> None:
+        """Send what `process()` returned, keeping the input frame's id and timestamp."""
+        try:
+            out = as_output(self.spec.name, result, source, source.frame_id)
+            if out is not None:
+                self.emit(out)
+        except (FrameError, NodeError) as exc:
+            self.stats.failed += 1
+            self.errors(f"node {self.spec.name!r}: result for frame {source.frame_id} not sent: {exc}")
+
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        """Process one frame; False when the node's code raised."""
+        raise NotImplementedError
+
+
+class ConsumerWorker(_ReaderWorker):
+    """Calls `process(data)` for each frame and sends the result on."""
+
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        ok, result = self.call(node, node.process, frame.data, frame)  # type: ignore[attr-defined]
+        if ok:
+            self.send_result(result, frame)
+        return ok
+
+
+class SinkWorker(_ReaderWorker):
+    """Calls `process(data)` for each frame, then `flush()` before the batch is acknowledged."""
+
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        return self.call(node, node.process, frame.data, frame)[0]  # type: ignore[attr-defined]
+
+    def settle(self, node: Node, done: list[Delivery]) -> bool:
+        assert isinstance(node, SinkNode)
+        try:
+            node.flush()
+        except Exception as exc:
+            self.stats.failed += 1
+            self.errors(f"sink {self.spec.name!r}: flush() failed; {len(done)} frame(s) stay unacknowledged and "
+                        f"come again: {type(exc).__name__}: {exc}", exc)  # fmt: skip
+            return False
+        return True
+
+
+class FusionWorker(_ReaderWorker):
+    """Matches frames of its inputs by timestamp and calls `process(frames)` for each matched set."""
+
+    sync: Synchronizer
+
+    def prepare(self, node: Node, sources: list[str]) -> None:
+        assert isinstance(node, FusionNode)
+        try:
+            self.sync = Synchronizer(sources, float(node.slop), int(node.queue_size))
+        except ValueError as exc:
+            raise ConfigurationError(f"fusion node {self.spec.name!r}: {exc}") from exc
+
+    def extra_dropped(self) -> int:
+        sync = getattr(self, "sync", None)
+        return sync.dropped if sync is not None else 0
+
+    def handle(self, node: Node, source: str, frame: Frame) -> bool:
+        # A frame is handled once the synchronizer holds it; a failing match is counted, not retried.
+        for match in self.sync.add(source, frame):
+            first = min(match, key=lambda f: f.timestamp)
+            ok, result = self.call(node, node.process, match, first)  # type: ignore[attr-defined]
+            if ok:
+                self.send_result(result, first)
+        return True
