@@ -41,6 +41,7 @@ def test_aggregator_tells_nodes_of_one_process_apart_and_marks_gone() -> None:
     cam, det0, det1 = NodeStats("cam", "producer"), NodeStats("det", "consumer", 0), NodeStats("det", "consumer", 1)
     det0.frames_in, det1.frames_in, det1.dropped = 5, 7, 2
     for st in (cam, det0, det1):
+        st.state = "running"
         agg.ingest(st.snapshot())
     nodes = {n["name"]: n for n in agg.nodes()}
     assert nodes["cam"]["status"] == "up" and nodes["cam"]["replicas_alive"] == 1
@@ -56,3 +57,24 @@ def test_aggregator_tells_nodes_of_one_process_apart_and_marks_gone() -> None:
     agg._latest[det0.instance]["seen"] = time.time() - 6
     assert {n["name"]: n for n in agg.nodes()}["det"]["status"] == "gone"
     assert agg.links()[0]["depth"] is None
+
+
+def test_a_replica_that_reports_but_does_not_run_is_never_shown_up() -> None:
+    agg = StatsAggregator(broker=None, graph=GRAPH, gone_after=5.0)  # type: ignore[arg-type]
+    det0, det1 = NodeStats("det", "consumer", 0), NodeStats("det", "consumer", 1)
+    det0.state, det1.state = "restarting", "running"
+    for st in (det0, det1):
+        agg.ingest(st.snapshot())
+    det = {n["name"]: n for n in agg.nodes()}["det"]
+    assert (det["status"], det["replicas_alive"]) == ("up", 1), "one of two replicas runs"
+    det1.state = "restarting"
+    agg.ingest(det1.snapshot())
+    assert {n["name"]: n for n in agg.nodes()}["det"]["status"] == "restarting"
+    det0.state = "failed"
+    agg.ingest(det0.snapshot())
+    det = {n["name"]: n for n in agg.nodes()}["det"]
+    assert (det["status"], det["replicas_alive"]) == ("failed", 0)
+    cam = NodeStats("cam", "producer")
+    cam.state = "stopped"  # its stream ended; the process runs on for the others
+    agg.ingest(cam.snapshot())
+    assert {n["name"]: n for n in agg.nodes()}["cam"]["status"] == "stopped"

@@ -93,11 +93,20 @@ class _ReaderWorker(Worker):
             self.stats.extra["dead_letters"] = self.sub.dead
             self.stats.extra["lost"] = self.sub.lost
             self.sync_counters()
-        self.sub.close()
 
     def settle(self, node: Node, done: list[Delivery]) -> bool:
         """Called before a batch is acknowledged; False keeps it unacknowledged (it comes again)."""
         return True
+
+    def _teardown(self) -> None:
+        sub = getattr(self, "sub", None)
+        if sub is not None:
+            del self.sub
+            try:
+                sub.close()
+            except Exception as exc:
+                self.errors(f"node {self.spec.name!r}: closing its subscription failed: {exc}", exc)
+        super()._teardown()
 
     def _handle_with_retries(self, node: Node, d: Delivery) -> None:
         node.current_source = d.source

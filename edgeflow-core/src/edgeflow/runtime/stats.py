@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backoff import Backoff
 from ..errors import BrokerError
+from .supervisor import start_supervised
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -50,6 +51,8 @@ class NodeStats:
         self.failed = 0
         self.rejected = 0
         self.last_input = 0.0
+        #: starting, running, restarting (after an unexpected death), stopped or failed; only "running" is up.
+        self.state = "starting"
         self.proc_ms: deque[float] = deque(maxlen=_SAMPLES)
         self.e2e_ms: deque[float] = deque(maxlen=_SAMPLES)
         self.extra: dict[str, Any] = {}
@@ -80,6 +83,7 @@ class NodeStats:
             "device": self.device,
             "instance": self.instance,
             "replica": self.replica,
+            "state": self.state,
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "fps_in": round((self.frames_in - in0) / dt, 2),
@@ -133,19 +137,22 @@ class StatsReporter:
 
     def start(self) -> None:
         """Start reporting in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="edgeflow-stats", daemon=True)
-        self._thread.start()
+        self._thread = start_supervised(self._loop, "edgeflow-stats", self._stop, log)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.report_once()
+        self.report_once()  # the last figures, from this thread: a frozen broker never holds up a shutdown
 
-    def stop(self) -> None:
-        """Stop reporting after one last report."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop reporting after one last report, waiting for it at most `timeout` seconds."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2)
-        self.report_once()
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                log.warning("the last statistics did not reach the broker within %.1fs; left behind", timeout)
+        else:
+            self.report_once()
 
 
 class StatsAggregator:
@@ -206,9 +213,7 @@ class StatsAggregator:
     def start(self) -> None:
         """Start listening and polling in daemon threads."""
         for target in (self._listen, self._poll_depths):
-            t = threading.Thread(target=target, name=f"edgeflow-agg-{target.__name__}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._threads.append(start_supervised(target, f"edgeflow-agg{target.__name__}", self._stop, log))
 
     def stop(self) -> None:
         """Stop the threads."""
@@ -226,8 +231,16 @@ class StatsAggregator:
             mine = [r for r in records if r.get("node") == spec["name"]]
             alive = [r for r in mine if now - r["seen"] <= self.gone_after]
             entry: dict[str, Any] = dict(spec)
-            entry["replicas_alive"] = len(alive)
-            entry["status"] = "up" if alive else ("gone" if mine else "unknown")
+            running = [r for r in alive if r.get("state", "running") == "running"]
+            entry["replicas_alive"] = len(running)
+            if running:
+                entry["status"] = "up"
+            elif alive:
+                # Reporting, but not running: failed for good, restarting after a death, starting, or stopped.
+                states = {str(r.get("state")) for r in alive}
+                entry["status"] = next((s for s in ("failed", "restarting", "starting") if s in states), "stopped")
+            else:
+                entry["status"] = "gone" if mine else "unknown"
             for key in ("frames_in", "frames_out", "dropped", "failed", "rejected"):
                 entry[key] = sum(int(r.get(key) or 0) for r in mine)
             for key in ("fps_in", "fps_out"):

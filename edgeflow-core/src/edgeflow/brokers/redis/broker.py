@@ -104,9 +104,11 @@ class RedisBroker(Broker):
         """Return a client for the Redis at `url` with the broker's retries, timeouts and packer."""
         backoff = Backoff(0.05, 1.0)
         opts: dict[str, Any] = {
-            "retry": Retry(backoff.policy, 4),
-            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            # A broken connection is retried at once; a server that does not answer is not waited for again:
+            # every read and write gives up after socket_timeout, and the runner's backoff takes over.
+            "retry": Retry(backoff.policy, 2, supported_errors=(redis.ConnectionError, ConnectionError)),
             "health_check_interval": 15,
+            "socket_timeout": 5.0,
             "socket_connect_timeout": 3.0,
             "socket_keepalive": True,
             "client_name": f"edgeflow-{self.namespace}"[:60],

@@ -12,6 +12,7 @@ import redis
 from ...broker import Delivery, Subscription
 from ...errors import BrokerError, FrameError
 from ...frame import decode, peek
+from ...names import safe
 from ..dataplane import Fields, Missing
 from .errors import translate
 
@@ -177,10 +178,7 @@ class RedisSubscription(Subscription):
             try:
                 frame = decode(entry.fields[b"h"], payload)
             except (FrameError, KeyError) as exc:
-                self.rejected += 1
-                log.warning("%s: rejected a bad frame from %r (entry %s): %s", self.group, source, entry.entry_id,
-                            exc)  # fmt: skip
-                self._ack_later(entry)
+                self._reject(entry, source, f"not a valid EdgeFlow frame: {exc}", payload)
                 continue
             durable = stream.qos == "durable"
             out.append(Delivery(source, frame, entry.entry_id, stream.qos, entry.attempts,
@@ -195,9 +193,7 @@ class RedisSubscription(Subscription):
             log.debug("%s: a frame of %r went stale before it was read: %s", self.group, source, missing.why)
             return
         if missing.count == "rejected":
-            self.rejected += 1
-            log.warning("%s: rejected a frame from %r (entry %s): %s", self.group, source, entry.entry_id, missing.why)
-            self._ack_later(entry)
+            self._reject(entry, source, missing.why, None)
             return
         self.lost += 1
         self._ack_later(entry)  # it can never be read: left pending, it would block trimming and the producer
@@ -214,6 +210,13 @@ class RedisSubscription(Subscription):
         log.error("%s: durable frame %s from %r is LOST: %s; acknowledged and counted as lost%s", self.group,
                   frame_id, source, missing.why, more)  # fmt: skip
         self._lost_logged = (now, 0)
+
+    def _reject(self, entry: _Entry, source: str, why: str, payload: Any) -> None:
+        """Count a bad entry; on a durable link it goes to the dead letters with the reason, never silently."""
+        self.rejected += 1
+        log.warning("%s: rejected an entry from %s (%s): %s", self.group, safe(source), entry.entry_id.decode(), why)
+        if self._streams[entry.key].qos == "durable":
+            self._bury(entry, why, source, payload)
 
     def _ack_later(self, entry: _Entry) -> None:
         if self._streams[entry.key].qos == "durable":
@@ -302,8 +305,8 @@ class RedisSubscription(Subscription):
         except redis.RedisError as exc:
             raise translate(exc, self.broker.display_url) from exc
         self.dead += 1
-        log.error("%s: entry %s of %r failed %d times and went to the dead-letter stream %s: %s", self.group,
-                  entry.entry_id.decode(), source, entry.attempts, self.broker.dead_key(self.group),
+        log.error("%s: entry %s of %s went to the dead-letter stream %s after %d deliveries: %s", self.group,
+                  entry.entry_id.decode(), safe(source), self.broker.dead_key(self.group), entry.attempts,
                   error)  # fmt: skip
 
     def close(self) -> None:
