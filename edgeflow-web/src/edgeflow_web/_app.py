@@ -131,8 +131,12 @@ def build_app(web: WebInterface) -> FastAPI:
         return RedirectResponse("/dashboard" + (f"?{query}" if query else ""))
 
     @api.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "gateway": web.gateway.name}
+    async def health() -> JSONResponse:
+        # Liveness: the web server answers, and the gateway's TCP intake can accept connections (it retries when
+        # the process runs out of file descriptors; restarting the pod is the cure if that lasts).
+        intake = getattr(web.gateway, "intake_ok", lambda: True)()
+        body = {"status": "ok" if intake else "intake down", "gateway": web.gateway.name, "intake": intake}
+        return JSONResponse(body, status_code=200 if intake else 503)
 
     @api.get("/ready")
     def ready() -> JSONResponse:
