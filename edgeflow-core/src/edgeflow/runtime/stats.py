@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backoff import Backoff
 from ..errors import BrokerError
+from ..names import is_name
 from .supervisor import start_supervised
 
 if TYPE_CHECKING:
@@ -155,6 +157,29 @@ class StatsReporter:
             self.report_once()
 
 
+#: Replicas an aggregator keeps track of; more (made up by someone on the control plane) push the silent ones out.
+MAX_INSTANCES = 4096
+#: The largest statistics report taken from the control plane.
+MAX_REPORT_BYTES = 64 * 1024
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A report's value as the aggregator keeps it: finite numbers (others None), short strings, small nestings."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:256]
+    if depth >= 4:
+        return None
+    if isinstance(value, dict):
+        return {str(k)[:64]: _clean(v, depth + 1) for k, v in list(value.items())[:128]}
+    if isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value[:256]]
+    return None
+
+
 class StatsAggregator:
     """Gathers every node's reports from the control plane into a live view of the pipeline."""
 
@@ -163,16 +188,26 @@ class StatsAggregator:
         self.graph = graph
         self.gone_after = gone_after
         self._latest: dict[str, dict[str, Any]] = {}
+        #: Reports from the control plane that were not valid (counted, dropped).
+        self.rejected = 0
         self._depths: dict[tuple[str, str], int | None] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def ingest(self, record: dict[str, Any]) -> None:
-        """Take one replica's report."""
-        record["seen"] = time.time()
+    def ingest(self, record: dict[str, Any]) -> bool:
+        """Take one replica's report; False when it is not a valid report (the control plane is not trusted)."""
+        clean = _clean(record)
+        if not isinstance(clean, dict) or not is_name(clean.get("node")) or not isinstance(clean.get("instance"), str):
+            self.rejected += 1
+            return False
+        clean["seen"] = time.time()
         with self._lock:
-            self._latest[str(record.get("instance"))] = record
+            self._latest[clean["instance"]] = clean
+            if len(self._latest) > MAX_INSTANCES:  # a flood of made-up replicas: the longest silent ones go
+                for key in sorted(self._latest, key=lambda k: self._latest[k]["seen"])[: len(self._latest) // 4]:
+                    del self._latest[key]
+        return True
 
     def _listen(self) -> None:
         listener = None
@@ -190,11 +225,13 @@ class StatsAggregator:
             if raw is None:
                 continue
             try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "node" in record:
-                self.ingest(record)
+                record = json.loads(raw) if len(raw) <= MAX_REPORT_BYTES else None
+            except (ValueError, RecursionError):
+                record = None
+            if isinstance(record, dict):
+                self.ingest(record)  # it counts what it refuses
+            else:
+                self.rejected += 1
         if listener is not None:
             listener.close()
 
