@@ -214,7 +214,7 @@ class SharedMemoryPlane(DataPlane):
         """A reader with its own files and slot locks; a one-off read (no subscription) copies and lets go."""
         return ShmReader(self, copy=subscription is None)
 
-    def dead_letter_fields(self, fields: Fields, payload: Buffer) -> dict[str, Any]:
+    def dead_letter_fields(self, fields: Fields, payload: Buffer, target: str, keep: int) -> dict[str, Any]:
         """A dead letter outlives the slot: its payload goes inline, copied."""
         return {"d": bytes(payload)}
 

@@ -23,7 +23,7 @@ from .listener import RedisListener
 from .packer import ZeroCopyPacker
 from .publisher import RedisPublisher
 from .scripts import Scripts
-from .subscription import RedisSubscription
+from .subscription import DEAD_MAX_LEN, RedisSubscription
 
 if TYPE_CHECKING:
     from ...links import Link
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBroker"]
 
 log = logging.getLogger("edgeflow.broker")
-_DEAD_MAXLEN = 10_000
 
 
 class RedisBroker(Broker):
@@ -268,7 +267,7 @@ class RedisBroker(Broker):
             for entry_id, fields in entries:
                 pipe = self.client.pipeline(transaction=True)
                 keep = {k: v for k, v in fields.items() if k not in (b"e", b"a")}
-                pipe.xadd(self.replay_key(target), keep, maxlen=_DEAD_MAXLEN, approximate=True)
+                pipe.xadd(self.replay_key(target), keep, maxlen=DEAD_MAX_LEN, approximate=True)
                 pipe.xdel(dead, entry_id)
                 pipe.execute()
         except redis.RedisError as exc:

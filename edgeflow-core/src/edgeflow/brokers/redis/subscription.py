@@ -24,7 +24,9 @@ __all__ = ["RedisSubscription"]
 
 log = logging.getLogger("edgeflow.broker")
 
-_DEAD_MAXLEN = 10_000
+#: The dead letters of one target: 10,000 at most, and about DEAD_MAX_BYTES of payload.
+DEAD_MAX_LEN = 10_000
+DEAD_MAX_BYTES = 64 << 20
 # Skip counts travel in batches (every 0.1 s, or 128 frames): one script call per frame would cost a third of a
 # realtime read.
 _NOTES_EVERY = 0.1
@@ -294,12 +296,15 @@ class RedisSubscription(Subscription):
             got = self.payloads.resolve([fields])[0]
             payload = None if isinstance(got, Missing) else got
         letter: dict[Any, Any] = {k: v for k, v in fields.items() if k == b"h"}
+        # Bounded in bytes as well as in count: as many letters of this size as DEAD_MAX_BYTES holds.
+        size = len(fields.get(b"h", b"")) + (len(payload) if payload is not None else 0)
+        keep = max(16, min(DEAD_MAX_LEN, DEAD_MAX_BYTES // max(size, 1)))
         if payload is not None:
-            letter.update(self.broker.data_plane.dead_letter_fields(fields, payload))
+            letter.update(self.broker.data_plane.dead_letter_fields(fields, payload, self.group, keep))
         letter.update({"s": source, "e": error[:2000], "a": entry.attempts, "i": entry.entry_id})
         try:
             pipe = self.broker.client.pipeline(transaction=True)
-            pipe.xadd(self.broker.dead_key(self.group), letter, maxlen=_DEAD_MAXLEN, approximate=True)
+            pipe.xadd(self.broker.dead_key(self.group), letter, maxlen=keep, approximate=False)
             pipe.xack(entry.key, self.group, entry.entry_id)
             pipe.execute()
         except redis.RedisError as exc:
