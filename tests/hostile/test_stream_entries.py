@@ -172,3 +172,38 @@ def test_a_non_numeric_skip_field_is_ignored_not_taken_for_an_outage(
     sub.close()
     pub.close()
     broker.close()
+
+
+def test_a_healthy_replica_busy_with_a_big_batch_is_not_taken_over(
+    redis_url: str, app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Small messages came 256 to a read; processed at 10 ms each, a batch outlasted claim_after, and the other
+    replica took frames of a healthy one over: 32 of 600 were duplicated. Reads are sized by time now, and what
+    is still being processed is kept alive."""
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+    frames = 300
+
+    @app.node(name="sensor", type="producer")
+    class Sensor(ProducerNode):
+        def configure(self) -> None:
+            self.i = 0
+
+        def produce(self) -> Any:
+            self.i += 1
+            return {"i": self.i} if self.i <= frames else None
+
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @app.node(name="store", type="sink", replicas=2)
+    class Store(SinkNode):
+        def process(self, data: Any) -> None:
+            time.sleep(0.01)
+            with lock:
+                seen.append(data["i"])
+
+    app.link("sensor").to("store", qos="durable", claim_after=0.5)
+    summary = RunningApp(app).start().wait(timeout=60)
+    assert sorted(seen) == list(range(1, frames + 1)), f"{len(seen) - len(set(seen))} duplicated"
+    assert summary["store"]["frames_in"] == frames
+    assert not [r for r in caplog.records if "took over" in r.getMessage()]

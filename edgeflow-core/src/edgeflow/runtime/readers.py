@@ -78,13 +78,19 @@ class _ReaderWorker(Worker):
                 self.outage.failed(exc)
                 continue
             done: list[Delivery] = []
+            alive_at = time.monotonic()
             try:
-                for d in deliveries:
+                for i, d in enumerate(deliveries):
                     if stop.is_set() and done:
                         break  # stop taking work; unacknowledged durable frames go to a live replica
                     self.stats.received(d.frame.timestamp)
                     self._handle_with_retries(node, d)
                     done.append(d)
+                    if time.monotonic() - alive_at >= self.sub.keepalive_every and i + 1 < len(deliveries):
+                        # The whole batch is ours until acknowledged, the frames done included: no other replica
+                        # takes it over.
+                        self.sub.keepalive(deliveries)
+                        alive_at = time.monotonic()
                 if done and self.settle(node, done):
                     self.sub.ack(done)
             except BrokerError as exc:

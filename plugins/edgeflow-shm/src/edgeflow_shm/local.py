@@ -207,6 +207,7 @@ class ChannelSubscription(Subscription):
         self.reader = reader  # the payload reader of `inner`: the channel's slot locks live with its own
         self.consumer = consumer
         self.links = links
+        self.keepalive_every = inner.keepalive_every
         self.local_skipped = 0
         self.local_rejected = 0
         self.fast = fast
@@ -372,6 +373,9 @@ class ChannelSubscription(Subscription):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self.inner.ack(deliveries)
+
+    def keepalive(self, deliveries: Sequence[Delivery]) -> None:
+        self.inner.keepalive(deliveries)
 
     def flush(self) -> None:
         self.inner.flush()

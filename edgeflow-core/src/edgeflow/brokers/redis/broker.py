@@ -201,10 +201,13 @@ class RedisBroker(Broker):
         """Create the consumer group `group` on `topic`'s stream if it does not exist."""
         self.ensure_group_key(self.stream_key(topic, qos, variant), group)
 
-    def ensure_group_key(self, key: str, group: str) -> None:
-        """Create the consumer group `group` on the stream `key` (and the stream) if it does not exist."""
+    def ensure_group_key(self, key: str, group: str, start: str = "$") -> None:
+        """Create the consumer group `group` on the stream `key` (and the stream) if it does not exist.
+
+        `start`: "$" to take only entries written from now on, "0" for every entry the stream still holds.
+        """
         try:
-            self.client.xgroup_create(key, group, id="$", mkstream=True)
+            self.client.xgroup_create(key, group, id=start, mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise translate(exc, self.display_url) from exc
