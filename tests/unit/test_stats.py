@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from edgeflow.runtime.stats import NodeStats, StatsAggregator, percentile
+import pytest
+
+from edgeflow.runtime.stats import NodeStats, StatsAggregator, StatsReporter, percentile
 
 GRAPH = {
     "nodes": [
@@ -78,3 +81,26 @@ def test_a_replica_that_reports_but_does_not_run_is_never_shown_up() -> None:
     cam.state = "stopped"  # its stream ended; the process runs on for the others
     agg.ingest(cam.snapshot())
     assert {n["name"]: n for n in agg.nodes()}["cam"]["status"] == "stopped"
+
+
+def test_an_exporter_that_fails_is_logged_once_not_every_second(caplog: pytest.LogCaptureFixture) -> None:
+    """Two processes on one metrics port: the second's exporter fails at every report. It once logged a traceback
+    each second."""
+
+    class Broken:
+        def export(self, record: dict[str, object]) -> None:
+            raise OSError(98, "Address already in use")
+
+    class Quiet:
+        def emit(self, channel: str, message: bytes) -> None:
+            pass
+
+    reporter = StatsReporter(Quiet())  # type: ignore[arg-type]
+    reporter.exporters = [Broken()]
+    reporter.add(NodeStats("cam", "producer"))
+    with caplog.at_level(logging.ERROR, logger="edgeflow.stats"):
+        for _ in range(30):
+            reporter.report_once()
+    failures = [r for r in caplog.records if "metrics exporter" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None, "once, with the traceback"
+    assert "Address already in use" in caplog.text

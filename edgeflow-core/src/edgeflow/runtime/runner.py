@@ -44,12 +44,23 @@ class AppLoaded(BaseException):
         self.app = app
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1, for --replicas."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}: a node with no replica runs nothing")
+    return value
+
+
 def _parser(app: EdgeApp) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=sys.argv[0] if sys.argv else app.name, description=f"Run the EdgeFlow app {app.name!r}."
     )
     p.add_argument("--node", metavar="NAME", help="run only this node (default: every node in this process)")
-    p.add_argument("--replicas", type=int, metavar="N", help="replicas of --node to run here (default: as declared)")
+    p.add_argument("--replicas", type=_positive, metavar="N", help="replicas of --node to run here (default: declared)")
     p.add_argument("--list", action="store_true", help="print the nodes and links, then exit")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     return p

@@ -26,6 +26,8 @@ log = logging.getLogger("edgeflow.stats")
 STATS_CHANNEL = "stats"
 GONE_AFTER = 5.0
 _SAMPLES = 512
+#: End-to-end latencies beyond this many seconds (or below zero) are clock trouble, not latency.
+MAX_LATENCY = 3600.0
 
 
 def percentile(samples: list[float], q: float) -> float | None:
@@ -66,7 +68,13 @@ class NodeStats:
         now = time.time()
         self.last_input = now
         if timestamp is not None:
-            self.e2e_ms.append((now - timestamp) * 1000.0)
+            latency = now - timestamp
+            # Timestamps are data: a stamp from the future or from long ago (a clock that jumped, a bogus frame)
+            # says nothing of latency, and is counted instead of skewing the percentiles.
+            if 0.0 <= latency <= MAX_LATENCY:
+                self.e2e_ms.append(latency * 1000.0)
+            else:
+                self.extra["clock_skewed"] = self.extra.get("clock_skewed", 0) + 1
 
     def seconds_since_input(self) -> float:
         """Return seconds since the last incoming frame (infinite when none came)."""
@@ -110,9 +118,22 @@ class StatsReporter:
         self.interval = interval
         self.stats: list[NodeStats] = []
         self.exporters: list[Any] = []
+        self._exporter_errors: dict[int, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+
+    def _exporter_failed(self, exporter: Any, exc: Exception) -> None:
+        """Log an exporter's failure with its traceback once, then once a minute with a count (not every second)."""
+        now = time.monotonic()
+        last, count = self._exporter_errors.get(id(exporter), (0.0, 0))
+        if count == 0:
+            log.exception("metrics exporter %r failed; its figures are not exported while it does", exporter)
+            last = now
+        elif now - last >= 60.0:
+            log.error("metrics exporter %r still fails (%d times in the last minute): %s", exporter, count, exc)
+            last, count = now, 0
+        self._exporter_errors[id(exporter)] = (last, count + 1)
 
     def add(self, stats: NodeStats) -> None:
         """Report `stats` from now on."""
@@ -125,8 +146,8 @@ class StatsReporter:
             for exporter in self.exporters:
                 try:
                     exporter.export(record)
-                except Exception:
-                    log.exception("metrics exporter %r failed", exporter)
+                except Exception as exc:
+                    self._exporter_failed(exporter, exc)
             try:
                 self.broker.emit(STATS_CHANNEL, json.dumps(record).encode())
                 if self._down:
