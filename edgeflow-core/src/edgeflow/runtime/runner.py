@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -140,8 +140,11 @@ def run_app(
     embedded: bool = True,
     stop: threading.Event | None = None,
     install_signals: bool = True,
+    started: Callable[[RunContext], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run the nodes `names` of `app` until SIGINT/SIGTERM, `stop`, or the end of their streams.
+
+    `started` is called with the run's context once every worker started (for tools and tests that watch it).
 
     Returns each node's final counters, summed over the replicas run here. SIGINT and SIGTERM are handled from
     the first moment: during start-up (a Redis that does not answer, say) they end the run at once; once the
@@ -168,6 +171,8 @@ def run_app(
     try:
         ctx = _start(app, names, replicas, embedded, stop, server)
         starting[0] = False
+        if started is not None:
+            started(ctx)
         if stop.is_set():
             return _summary(ctx)
         _wait(ctx)
@@ -246,9 +251,16 @@ def _shut_down(ctx: RunContext | None, broker: Any, server: list[EmbeddedRedis])
         srv.stop()
 
 
-def _summary(ctx: RunContext) -> dict[str, dict[str, Any]]:
+def summary(ctx: RunContext, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each node's counters now, summed over its replicas in this process."""
+    return _summary(ctx, names)
+
+
+def _summary(ctx: RunContext, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for w in ctx.workers:
+        if names is not None and w.spec.name not in names:
+            continue
         w.sync_counters()
         st = w.stats
         agg = out.setdefault(w.spec.name, {})

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..app import EdgeApp
 from ..runtime import run_app
+from ..runtime.runner import summary
+from ..runtime.workers import RunContext
 
 __all__ = ["RunningApp", "wait_for"]
 
@@ -34,15 +36,35 @@ class RunningApp:
         self.stop_event = threading.Event()
         self.summary: dict[str, dict[str, Any]] = {}
         self.error: BaseException | None = None
+        self._ctx: RunContext | None = None
         self._thread = threading.Thread(target=self._run, name=f"edgeflow-test-{app.name}", daemon=True)
 
     def _run(self) -> None:
         try:
             self.summary = run_app(
-                self.app, self.names, embedded=self.embedded, stop=self.stop_event, install_signals=False
-            )
+                self.app, self.names, embedded=self.embedded, stop=self.stop_event, install_signals=False,
+                started=self._started,
+            )  # fmt: skip
         except BaseException as exc:
             self.error = exc
+
+    def _started(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    def stats(self, node: str) -> dict[str, Any]:
+        """The node's counters now, summed over its replicas (empty before the run started)."""
+        if self._ctx is None:
+            return {}
+        return summary(self._ctx, [node]).get(node, {})
+
+    def alive(self, node: str) -> bool:
+        """True while every replica of `node` runs (its thread is alive and it is not restarting)."""
+        if self._ctx is None:
+            return False
+        mine = [w for w in self._ctx.workers if w.spec.name == node]
+        return bool(mine) and all(
+            w.thread is not None and w.thread.is_alive() and w.stats.state == "running" for w in mine
+        )
 
     def start(self) -> RunningApp:
         """Start the app."""
