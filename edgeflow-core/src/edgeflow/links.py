@@ -37,6 +37,8 @@ class Link:
     codec: str | None = None
     #: The name the source publishes under (its `output_topic`; its node name unless declared otherwise).
     topic: str = ""
+    #: durable: seconds that acknowledged frames stay in the stream, for `edgeflow replay --from-broker`.
+    retain_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -73,13 +75,14 @@ class LinkBuilder:
     def to(
         self,
         target: str,
-        qos: str = "realtime",
+        qos: str | None = None,
         *,
         depth: int = 1,
         max_attempts: int = 3,
         claim_after: float = 15.0,
         max_len: int = 10_000,
         codec: str | None = None,
+        retain_seconds: float = 0.0,
         **options: Any,
     ) -> LinkBuilder:
         """Link this node to `target` and return a builder that links onward from `target`.
@@ -88,16 +91,21 @@ class LinkBuilder:
             target: name of the receiving node.
             qos: "realtime" (newest frame wins; a slow reader skips stale frames, counted) or "durable"
                 (every frame reaches the target at least once, acknowledged after `process()` returns).
+                By default durable into a sink (it keeps every frame), realtime into anything else.
             depth: frames a realtime link keeps for a slow reader before older ones are skipped.
             max_attempts: durable: tries of a failing frame before it goes to the dead-letter stream.
             claim_after: durable: seconds a frame may sit with a silent replica before a live one takes it over.
             max_len: durable: frames the link holds unacknowledged before the producer blocks (backpressure).
             codec: encode frames for this link only, e.g. codec="jpeg", quality=80 for a slow network; each
                 frame is encoded once for all the links that ask for the same codec, and decoded by the reader.
+            retain_seconds: durable: keep acknowledged frames this long in the stream, so that
+                `edgeflow replay --from-broker` can hand them to the targets once more (they cost Redis memory).
         """
         app = self._app
         app.require_node(target, "link")
         src, dst = app.nodes[self.source], app.nodes[target]
+        if qos is None:
+            qos = "durable" if dst.type == "sink" else "realtime"
         if qos not in QOS_VALUES:
             raise LinkError(f"unknown qos {qos!r} for {self.source} -> {target}; use one of {QOS_VALUES}")
         if not isinstance(depth, int) or depth < 1 or depth > 10_000:
@@ -123,6 +131,14 @@ class LinkBuilder:
             )
         if not isinstance(max_len, int) or max_len < 2:
             raise LinkError(f"max_len must be an int >= 2 for {self.source} -> {target}, got {max_len!r}")
+        if not isinstance(retain_seconds, (int, float)) or not 0 <= retain_seconds <= 7 * 86400:
+            raise LinkError(f"retain_seconds must be 0 to 604800 for {self.source} -> {target}, got {retain_seconds!r}")
+        if retain_seconds and qos != "durable":
+            raise LinkError(
+                f"{self.source} -> {target}: retain_seconds keeps durable frames; realtime links keep `depth` frames",
+                source=self.source,
+                target=target,
+            )
         transport = "tcp" if dst.type == "gateway" else "redis"
         if codec is not None:
             if transport == "tcp":
@@ -145,7 +161,7 @@ class LinkBuilder:
             )
         link = Link(
             self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options), codec,
-            src.topic,
+            src.topic, retain_seconds=float(retain_seconds),
         )  # fmt: skip
         for existing in app.links:
             if existing.source == self.source and existing.target == target:
