@@ -56,6 +56,8 @@ class RedisPublisher(Publisher):
         self.dur_key = broker.stream_key(source, "durable", self.variant) if dur else None
         self.dur_cap = min((ln.max_len for ln in dur), default=0)
         self.durable = bool(dur)
+        # Acknowledged durable frames kept this long (ms) for `edgeflow replay --from-broker`: the most any link asks.
+        self.retain_ms = int(1000 * max((ln.retain_seconds for ln in dur), default=0.0))
         self._dur_len = 0
         self._since_trim = self._bytes_since_trim = 0
         self._window = SendWindow(broker.client, source)
@@ -152,6 +154,7 @@ class RedisPublisher(Publisher):
             low = low if isinstance(low, bytes) else str(low).encode()
             if safe is None or id_lt(low, safe):
                 safe = low
+        safe = self._keep_retained(client, safe)
         if safe is not None and safe != b"0-0":
             plane = self.broker.data_plane
             if plane.frees_payloads:
@@ -163,7 +166,27 @@ class RedisPublisher(Publisher):
                                  approximate=False)  # fmt: skip
             client.xtrim(key, minid=safe, approximate=False)
         self._dur_len = int(client.xlen(key))
+        if self.retain_ms:
+            self._dur_len = self._unacked(client, key, self._dur_len)
         return self._dur_len
+
+    def _keep_retained(self, client: Any, safe: bytes | None) -> bytes | None:
+        """Where to trim with `retain_seconds`: acknowledged entries younger than that stay (by Redis's clock)."""
+        if not self.retain_ms or safe is None:
+            return safe
+        sec, usec = client.time()
+        floor = b"%d-0" % max(0, int(sec) * 1000 + int(usec) // 1000 - self.retain_ms)
+        return floor if id_lt(floor, safe) else safe
+
+    def _unacked(self, client: Any, key: str, length: int) -> int:
+        """With retained entries in the stream, its length is not what waits: the slowest group's lag + pending."""
+        most = 0
+        for info in client.xinfo_groups(key):
+            lag = info.get("lag")
+            if lag is None:
+                return length  # Redis can't tell: count every entry, as without retention
+            most = max(most, int(lag) + int(info.get("pending") or 0))
+        return most
 
     def _wait_for_room(self) -> None:
         try:
