@@ -104,6 +104,9 @@ class FileSink(BatchSink):
     #: Identities of the last frames stored, remembered to drop frames delivered again.
     dedupe_window: int = 20_000
 
+    _lock: int | None = None
+    _recent: RecentFrames | None = None
+
     def open(self) -> None:
         """Lock the folder, remove what a crash left beyond the last commit, and remember the last frames."""
         if self.image_format not in ("png", "jpeg"):
@@ -111,8 +114,10 @@ class FileSink(BatchSink):
         root = Path(self.path)
         root.mkdir(parents=True, exist_ok=True)
         self._root = root
-        self._lock = lock_path(root / ".lock", self.name)
-        self._recent = RecentFrames(self.dedupe_window)
+        if self._lock is None:  # opened again after a failed rollback: the lock is ours already
+            self._lock = lock_path(root / ".lock", self.name)
+        if self._recent is None:
+            self._recent = RecentFrames(self.dedupe_window)
         self._recover()
         self._segment: Path | None = None
         self._lines: IO[bytes] | None = None
@@ -294,7 +299,9 @@ class FileSink(BatchSink):
             if self._lines is not None:
                 self._lines.close()
                 self._lines = None
-            os.close(self._lock)
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
 
     @classmethod
     def open_recording(cls, path: str) -> FileRecording:
