@@ -105,7 +105,6 @@ class FileSink(BatchSink):
     dedupe_window: int = 20_000
 
     _lock: int | None = None
-    _recent: RecentFrames | None = None
 
     def open(self) -> None:
         """Lock the folder, remove what a crash left beyond the last commit, and remember the last frames."""
@@ -116,7 +115,7 @@ class FileSink(BatchSink):
         self._root = root
         if self._lock is None:  # opened again after a failed rollback: the lock is ours already
             self._lock = lock_path(root / ".lock", self.name)
-        if self._recent is None:
+        if not hasattr(self, "_recent"):
             self._recent = RecentFrames(self.dedupe_window)
         self._recover()
         self._segment: Path | None = None
