@@ -47,13 +47,20 @@ class McapRecording:
             raise FrameError(f"no MCAP recording at {path!r}")
 
     def _messages(self) -> Iterator[tuple[dict[str, str], bytes]]:
+        from mcap.exceptions import EndOfFile
         from mcap.reader import NonSeekingReader
 
         for file in self.files:
+            complete = is_complete(file)
             with file.open("rb") as f:
                 # File order (not log-time order): each frame's identity comes right before its data.
-                for _, channel, message in NonSeekingReader(f).iter_messages(log_time_order=False):
-                    yield dict(channel.metadata), message.data
+                try:
+                    for _, channel, message in NonSeekingReader(f).iter_messages(log_time_order=False):
+                        yield dict(channel.metadata), message.data
+                except EndOfFile:
+                    if complete:
+                        raise FrameError(f"{str(file)!r} is cut short") from None
+                    # A file still being written (or left open by a crash): read up to where it is.
 
     def sources(self) -> list[str]:
         """The sources whose channels the files hold."""
@@ -61,10 +68,14 @@ class McapRecording:
 
         found: set[str] = set()
         for file in self.files:
-            with file.open("rb") as f:
-                summary = make_reader(f).get_summary()
-            if summary is None:
-                raise FrameError(f"{str(file)!r} has no summary (a file still being written?)")
+            summary = None
+            if is_complete(file):
+                with file.open("rb") as f:
+                    summary = make_reader(f).get_summary()
+            if summary is None:  # no summary: a file still being written
+                found.update(m["edgeflow.source"] for m, _ in McapRecording(str(file))._messages()
+                             if "edgeflow.source" in m)  # fmt: skip
+                continue
             found.update(c.metadata["edgeflow.source"] for c in summary.channels.values()
                          if "edgeflow.source" in c.metadata)  # fmt: skip
         return sorted(found)
