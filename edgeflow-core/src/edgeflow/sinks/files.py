@@ -123,6 +123,8 @@ class FileSink(BatchSink):
         self._fresh: list[Path] = []  # files written since the last commit
         self._dirs: set[Path] = set()  # folders that got new entries since the last commit
         self._uncommitted: list[tuple[str, int, float]] = []
+        self._closing: list[IO[bytes]] = []  # lines of segments rotated away since the last commit
+        self._touched: list[Path] = []  # segments written since the last commit
         self.stats.extra.setdefault("duplicates", 0)
 
     def _read_commit(self) -> tuple[str, int] | None:
@@ -176,6 +178,7 @@ class FileSink(BatchSink):
         seg.mkdir()
         self._dirs.update((seg, self._root))
         self._segment = seg
+        self._touched.append(seg)
         self._lines = (seg / _LINES).open("ab")
         self._segment_bytes = 0
         self._segment_started = time.monotonic()
@@ -213,6 +216,10 @@ class FileSink(BatchSink):
             self.stats.extra["duplicates"] = self.stats.extra.get("duplicates", 0) + 1
             return 0
         fields, blob, ext = self._payload(source, frame)
+        if self._segment is not None and (
+            self._segment_bytes >= self.rotate_bytes or time.monotonic() - self._segment_started >= self.rotate_seconds
+        ):
+            self._rotate()
         seg = self._segment or self._start_segment()
         line: dict[str, Any] = {"source": source, "frame_id": frame.frame_id, "ts": float(frame.timestamp),
                                 "meta": frame.meta or {}}  # fmt: skip
@@ -243,11 +250,20 @@ class FileSink(BatchSink):
         self._segment_bytes += size
         return size
 
+    def _rotate(self) -> None:
+        """Leave the segment for a new one; its lines are fsynced with the next commit."""
+        assert self._lines is not None
+        self._lines.flush()
+        self._closing.append(self._lines)
+        self._lines, self._segment = None, None
+
     def commit(self) -> None:
         """fsync the new files, their folders and the lines, then record the commit (write aside, rename)."""
         if self._lines is None or self._segment is None:
             return
         self._lines.flush()
+        for done in self._closing:
+            os.fsync(done.fileno())
         for path in self._fresh:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -266,38 +282,37 @@ class FileSink(BatchSink):
         os.replace(tmp, self._root / _COMMIT)
         _fsync_dir(self._root)
         self._committed = (self._segment.name, length)
-        self._fresh, self._dirs, self._uncommitted = [], set(), []
-        if self._segment_bytes >= self.rotate_bytes or time.monotonic() - self._segment_started >= self.rotate_seconds:
-            self._lines.close()
-            self._lines, self._segment = None, None  # the next frame starts a new segment
+        for done in self._closing:
+            done.close()
+        self._fresh, self._dirs, self._uncommitted, self._closing = [], set(), [], []
+        self._touched = [self._segment]
 
     def rollback(self) -> None:
-        """Remove the files and lines written since the last commit."""
+        """Remove the files and lines written since the last commit; the next frame starts a new segment."""
         for key in self._uncommitted:
             self._recent.discard(key)
         for path in self._fresh:
             path.unlink(missing_ok=True)
-        if self._lines is not None:
+        for lines in [*self._closing, *([self._lines] if self._lines is not None else [])]:
             with contextlib.suppress(OSError):
-                self._lines.close()  # flushing into a full disk may fail again: the truncation below fixes it
-        seg = self._segment
-        if seg is not None:
-            if self._committed is not None and self._committed[0] == seg.name:
-                os.truncate(seg / _LINES, self._committed[1])
-                self._lines = (seg / _LINES).open("ab")
-            else:
+                lines.close()  # flushing into a full disk may fail again: the truncation below fixes it
+        committed = self._committed
+        for seg in self._touched:
+            if committed is not None and seg.name == committed[0]:
+                os.truncate(seg / _LINES, committed[1])
+            elif committed is None or _seq(seg.name) > _seq(committed[0]):
                 shutil.rmtree(seg, ignore_errors=True)
-                self._lines, self._segment = None, None
-        self._fresh, self._dirs, self._uncommitted = [], set(), []
+        self._lines, self._segment = None, None
+        self._fresh, self._dirs, self._uncommitted, self._closing, self._touched = [], set(), [], [], []
 
     def shut(self) -> None:
         """Commit, close the lines and let go of the lock."""
         try:
             self.commit()
         finally:
-            if self._lines is not None:
-                self._lines.close()
-                self._lines = None
+            for lines in [*self._closing, *([self._lines] if self._lines is not None else [])]:
+                lines.close()
+            self._lines, self._closing = None, []
             if self._lock is not None:
                 os.close(self._lock)
                 self._lock = None

@@ -100,12 +100,15 @@ def replay_streams(broker: RedisBroker, links: Sequence[Link], seconds: float, t
                 finally:
                     reader.close()
                 for ln in targets:
-                    _wait_for_room(broker, ln, len(letters), timeout, counts[ln.target])
-                    pipe = client.pipeline(transaction=False)
-                    for letter in letters:
-                        pipe.xadd(broker.replay_key(ln.target), {**letter, "s": ln.source})
-                    pipe.execute()
-                    counts[ln.target] += len(letters)
+                    step = max(1, min(ln.max_len, _ROOM) // 2)
+                    for i in range(0, len(letters), step):
+                        part = letters[i : i + step]
+                        _wait_for_room(broker, ln, len(part), timeout, counts[ln.target])
+                        pipe = client.pipeline(transaction=False)
+                        for letter in part:
+                            pipe.xadd(broker.replay_key(ln.target), {**letter, "s": ln.source})
+                        pipe.execute()
+                        counts[ln.target] += len(part)
                 if entries[-1][0] == last:
                     break
     except redis.RedisError as exc:
