@@ -3,11 +3,16 @@ dead-lettered with its reason, retention by time and replay from the broker's lo
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from edgeflow import EdgeApp, Frame, RedisBroker
 from edgeflow.nodes import ProducerNode, SinkNode
@@ -159,3 +164,49 @@ def test_sqlite_sink_stores_a_redelivered_frame_once(tmp_path: Path) -> None:
     rows = sqlite3.connect(tmp_path / "x.db").execute('SELECT frame_id, ts FROM "cam"').fetchall()
     assert sorted(rows) == [(0, 1.0), (0, 2.0)]
     assert sink.stats.extra["duplicates"] == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (this machine's tests run as root, as CI does; a user without root can't mount one)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"can't mount a tmpfs for the full-disk test (it needs root, as CI runs): {done.stderr}",
+                    pytrace=False)  # fmt: skip
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sink", [SQLiteSink, FileSink])
+def test_a_full_disk_is_an_error_naming_the_path_and_the_frames_wait_until_there_is_room(
+    sink: type[SQLiteSink | FileSink], redis_url: str, app_name: str, small_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A real full disk: a 1 MiB tmpfs fills up (ENOSPC), then grows (mount -o remount) and the sink resumes."""
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+    _producer(app, 40, lambda n: np.random.default_rng(n).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes())
+    path = small_disk / ("f.db" if sink is SQLiteSink else "run")
+
+    @app.node(name="store", type="sink", path=str(path), flush_frames=4)
+    class Store(sink):  # type: ignore[valid-type, misc]
+        pass
+
+    app.link("src").to("store", max_len=8, claim_after=1.0)
+    caplog.set_level(logging.ERROR, logger="edgeflow")
+    run = RunningApp(app).start()
+    assert wait_for(lambda: "the disk is full writing" in caplog.text, timeout=20)
+    assert str(path) in caplog.text, "the error names the path"
+    time.sleep(1.0)
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    summary = run.wait(timeout=60)
+    assert summary["store"]["dead_letters"] == 0, "a full disk is not the frame's fault"
+    assert summary["store"]["disk_full"] >= 1
+    rec = sink.open_recording(str(path))
+    ids = [f.frame_id for _, f in rec.frames()]
+    rec.close()
+    assert sorted(ids) == list(range(40)), "every frame stored once there was room, none twice"

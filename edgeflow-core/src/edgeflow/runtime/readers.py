@@ -277,6 +277,8 @@ class SinkWorker(_ReaderWorker):
             ok = node.flush() is not False
         except Exception as exc:
             self.stats.failed += 1
+            if isinstance(exc, DiskFullError):
+                self.stats.extra["disk_full"] = self.stats.extra.get("disk_full", 0) + 1
             self.errors(f"sink {self.spec.name!r}: flush() failed; {held} frame(s) stay unacknowledged and come "
                         f"again: {type(exc).__name__}: {exc}", exc)  # fmt: skip
             ok = False
