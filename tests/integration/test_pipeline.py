@@ -118,7 +118,7 @@ def test_pipeline_without_gateway_ends_when_its_producer_ends(redis_url: str, ap
         def process(self, data: Any) -> None:
             got.append((data["ax"], self.current_frame.frame_id if self.current_frame else None))
 
-    app.link("imu").to("log", depth=32)
+    app.link("imu").to("log", qos="realtime", depth=32)
     summary = RunningApp(app).start().wait(timeout=20)
     assert got == [(i + 1, i) for i in range(20)]
     assert summary["log"]["frames_in"] == 20
@@ -159,7 +159,7 @@ def test_fusion_matches_by_timestamp(redis_url: str, app_name: str) -> None:
         def process(self, data: Any) -> None:
             pass
 
-    app.link("cam").to("fuse", depth=16).to("out", depth=16)
+    app.link("cam").to("fuse", depth=16).to("out", qos="realtime", depth=16)
     app.link("lidar").to("fuse", depth=16)
     summary = RunningApp(app).start().wait(timeout=20)
     assert fused == [(i, i) for i in range(1, 11)]
@@ -195,7 +195,7 @@ def test_bad_input_is_logged_counted_and_skipped(
                 raise ValueError(f"cannot handle {data}")
             processed.append(data)
 
-    app.link("src").to("proc", depth=64)
+    app.link("src").to("proc", qos="realtime", depth=64)
     with caplog.at_level(logging.INFO, logger="edgeflow"):
         summary = RunningApp(app).start().wait(timeout=20)
     sent = [i for i in range(1, 41) if i % 10 not in (0, 5)]
@@ -235,7 +235,7 @@ def test_consumer_return_shapes(redis_url: str, app_name: str) -> None:
             assert self.current_source == "mid"
             out.append(self.current_frame)
 
-    app.link("src").to("mid", depth=8).to("end", depth=8)
+    app.link("src").to("mid", depth=8).to("end", qos="realtime", depth=8)
     RunningApp(app).start().wait(timeout=20)
     assert [(f.frame_id, f.timestamp, f.data, f.meta) for f in out] == [
         (2, 1002.0, 20, {"origin": "src"}),
@@ -266,8 +266,8 @@ def test_a_link_codec_encodes_once_for_its_link_only(redis_url: str, app_name: s
             def process(self, data: Any) -> None:
                 got[self.name].append(data)
 
-    app.link("cam").to("remote", codec="jpeg", quality=90, depth=8)
-    app.link("cam").to("local", depth=8)
+    app.link("cam").to("remote", qos="realtime", codec="jpeg", quality=90, depth=8)
+    app.link("cam").to("local", qos="realtime", depth=8)
     RunningApp(app).start().wait(timeout=20)
     assert len(got["local"]) == len(got["remote"]) == 5
     assert all(np.array_equal(a, img) for a in got["local"])

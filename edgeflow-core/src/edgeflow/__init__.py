@@ -15,16 +15,21 @@ from .errors import (
     BrokerError,
     BrokerTimeoutError,
     ConfigurationError,
+    DiskFullError,
     EdgeFlowError,
     FrameError,
     LinkError,
     NodeDefinitionError,
     NodeError,
     PluginError,
+    SinkError,
+    UnstorableFrameError,
 )
 from .frame import Frame
 from .hookspecs import hookimpl
 from .nodes import IDLE, ConsumerNode, FusionNode, GatewayInterface, GatewayNode, ProducerNode, SinkNode
+from .sinks import FileSink, SQLiteSink
+from .sinks import plugin as _sinks_plugin
 
 __version__ = "0.1.0"
 
@@ -32,6 +37,7 @@ __version__ = "0.1.0"
 # handed to the plugin manager here, at the top, so that the manager itself imports nothing above it.
 _plugins.add_builtin("edgeflow.brokers.redis", _redis_plugin)
 _plugins.add_builtin("edgeflow.codecs", _codecs)
+_plugins.add_builtin("edgeflow.sinks", _sinks_plugin)
 
 __all__ = [
     "IDLE",
@@ -42,8 +48,10 @@ __all__ = [
     "BrokerTimeoutError",
     "ConfigurationError",
     "ConsumerNode",
+    "DiskFullError",
     "EdgeApp",
     "EdgeFlowError",
+    "FileSink",
     "Frame",
     "FrameError",
     "FusionNode",
@@ -56,8 +64,11 @@ __all__ = [
     "PluginError",
     "ProducerNode",
     "RedisBroker",
+    "SQLiteSink",
     "ServiceSpec",
+    "SinkError",
     "SinkNode",
+    "UnstorableFrameError",
     "hookimpl",
     "settings",
 ]

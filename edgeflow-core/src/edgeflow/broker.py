@@ -187,6 +187,15 @@ class Broker(ABC):
         """Give dead letters of `target` back to it once more; return how many."""
         raise BrokerError(f"{type(self).__name__} keeps no dead letters")
 
+    def replay_from(self, links: Sequence[Link], seconds: float, timeout: float = 30.0) -> dict[str, int]:
+        """Give the frames of the last `seconds` that durable `links`' streams still hold to their targets once
+        more; return how many each target got."""
+        raise BrokerError(f"{type(self).__name__} keeps no stream history to replay")
+
+    def remove_reader(self, links: Sequence[Link]) -> None:  # noqa: B027 - brokers that keep nothing per reader
+        """Delete what `subscribe(links)` created for their target (its groups), so that a reader that is gone
+        for good holds no durable frame back."""
+
     def __enter__(self) -> Broker:
         self.connect()
         return self

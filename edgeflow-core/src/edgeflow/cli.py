@@ -12,6 +12,7 @@ import click
 from .errors import EdgeFlowError, PluginError
 from .loader import load_app
 from .plugins import get_deployer, get_plugin_manager, installed, plugin_info
+from .recording import record_command, replay_command
 
 __all__ = ["cli", "main"]
 
@@ -81,6 +82,10 @@ def dead_letters_command(app_file: str, node: str, replay: bool, ids: tuple[str,
             click.echo(f"{x['id']}  from {x['source']}  frame {x['frame_id']}  attempts {x['attempts']}  {x['error']}")
     finally:
         broker.close()
+
+
+cli.add_command(record_command)
+cli.add_command(replay_command)
 
 
 def _default_target() -> str:

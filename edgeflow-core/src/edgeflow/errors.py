@@ -8,12 +8,15 @@ __all__ = [
     "BrokerError",
     "BrokerTimeoutError",
     "ConfigurationError",
+    "DiskFullError",
     "EdgeFlowError",
     "FrameError",
     "LinkError",
     "NodeDefinitionError",
     "NodeError",
     "PluginError",
+    "SinkError",
+    "UnstorableFrameError",
 ]
 
 
@@ -85,3 +88,19 @@ class NodeError(EdgeFlowError):
 
 class FrameError(EdgeFlowError):
     """Raised when a frame can't be encoded, or a buffer is not a valid, complete EdgeFlow frame."""
+
+
+class SinkError(NodeError):
+    """Raised when a sink can't store a frame or make its writes durable; `path` is where it writes."""
+
+    def __init__(self, message: str, *, node: str | None = None, path: str | None = None) -> None:
+        super().__init__(message, node=node)
+        self.path = path
+
+
+class UnstorableFrameError(SinkError):
+    """Raised by a sink's `process()` for a frame it can't store; the frame goes to the dead letters with it."""
+
+
+class DiskFullError(SinkError):
+    """Raised when the disk a sink writes to is full or over a size limit; frames wait unacknowledged meanwhile."""

@@ -43,6 +43,11 @@ def register_codecs(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+def register_sinks(register: Callable[[str, type[Any]], None]) -> None:
+    """Register sink node classes by name: `register("mcap", McapSink)` (see `edgeflow.sinks`)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the `edgeflow` click group."""
 

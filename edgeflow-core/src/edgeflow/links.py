@@ -39,6 +39,8 @@ class Link:
     topic: str = ""
     #: durable: bytes of payload the link holds unacknowledged before the producer blocks (besides max_len).
     max_bytes: int = 512 << 20
+    #: durable: seconds that acknowledged frames stay in the stream, for `edgeflow replay --from-broker`.
+    retain_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -75,7 +77,7 @@ class LinkBuilder:
     def to(
         self,
         target: str,
-        qos: str = "realtime",
+        qos: str | None = None,
         *,
         depth: int = 1,
         max_attempts: int = 3,
@@ -83,6 +85,7 @@ class LinkBuilder:
         max_len: int = 10_000,
         max_bytes: int = 512 << 20,
         codec: str | None = None,
+        retain_seconds: float = 0.0,
         **options: Any,
     ) -> LinkBuilder:
         """Link this node to `target` and return a builder that links onward from `target`.
@@ -91,6 +94,7 @@ class LinkBuilder:
             target: name of the receiving node.
             qos: "realtime" (newest frame wins; a slow reader skips stale frames, counted) or "durable"
                 (every frame reaches the target at least once, acknowledged after `process()` returns).
+                By default durable into a sink (it keeps every frame), realtime into anything else.
             depth: frames a realtime link keeps for a slow reader before older ones are skipped.
             max_attempts: durable: tries of a failing frame before it goes to the dead-letter stream.
             claim_after: durable: seconds a frame may sit with a silent replica before a live one takes it over.
@@ -99,10 +103,14 @@ class LinkBuilder:
                 default: 570 frames of 640x480x3, 19 s at 30 fps). Redis must have room for them.
             codec: encode frames for this link only, e.g. codec="jpeg", quality=80 for a slow network; each
                 frame is encoded once for all the links that ask for the same codec, and decoded by the reader.
+            retain_seconds: durable: keep acknowledged frames this long in the stream, so that
+                `edgeflow replay --from-broker` can hand them to the targets once more (they cost Redis memory).
         """
         app = self._app
         app.require_node(target, "link")
         src, dst = app.nodes[self.source], app.nodes[target]
+        if qos is None:
+            qos = "durable" if dst.type == "sink" else "realtime"
         if qos not in QOS_VALUES:
             raise LinkError(f"unknown qos {qos!r} for {self.source} -> {target}; use one of {QOS_VALUES}")
         if not isinstance(depth, int) or depth < 1 or depth > 10_000:
@@ -132,6 +140,14 @@ class LinkBuilder:
             raise LinkError(
                 f"max_bytes must be an int of at least 65536 bytes for {self.source} -> {target}, got {max_bytes!r}"
             )
+        if not isinstance(retain_seconds, (int, float)) or not 0 <= retain_seconds <= 7 * 86400:
+            raise LinkError(f"retain_seconds must be 0 to 604800 for {self.source} -> {target}, got {retain_seconds!r}")
+        if retain_seconds and qos != "durable":
+            raise LinkError(
+                f"{self.source} -> {target}: retain_seconds keeps durable frames; realtime links keep `depth` frames",
+                source=self.source,
+                target=target,
+            )
         transport = "tcp" if dst.type == "gateway" else "redis"
         if codec is not None:
             if transport == "tcp":
@@ -154,7 +170,7 @@ class LinkBuilder:
             )
         link = Link(
             self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options), codec,
-            src.topic, max_bytes,
+            src.topic, max_bytes, float(retain_seconds),
         )  # fmt: skip
         for existing in app.links:
             if existing.source == self.source and existing.target == target:

@@ -21,7 +21,7 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from .broker import Broker
     from .codecs import Codec
-    from .nodes import GatewayInterface
+    from .nodes import GatewayInterface, SinkNode
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -33,6 +33,7 @@ __all__ = [
     "get_exporter",
     "get_interface",
     "get_plugin_manager",
+    "get_sink",
     "install_hint",
     "installed",
     "lookup",
@@ -49,6 +50,7 @@ KINDS: dict[str, str] = {
     "deployer": "register_deployers",
     "exporter": "register_metrics",
     "codec": "register_codecs",
+    "sink": "register_sinks",
 }
 
 _lock = threading.RLock()
@@ -153,7 +155,7 @@ def registry(hook_name: str) -> dict[str, Any]:
 
 
 def installed(kind: str) -> dict[str, Any]:
-    """Return every registered piece of `kind` (broker, interface, deployer, exporter, codec) by name."""
+    """Return every registered piece of `kind` (broker, interface, deployer, exporter, codec, sink) by name."""
     if kind not in KINDS:
         raise PluginError(f"unknown kind of plugin piece {kind!r}; the kinds are {sorted(KINDS)}", kind=kind)
     return registry(KINDS[kind])
@@ -219,6 +221,12 @@ def get_codec(name: str) -> Codec:
     """Return the link codec registered as `name` (`jpeg`, ...)."""
     codec: Codec = lookup("codec", name)
     return codec
+
+
+def get_sink(name: str) -> type[SinkNode]:
+    """Return the sink class registered as `name` (`sqlite`, `file`, `mcap`, ...)."""
+    cls: type[SinkNode] = lookup("sink", name)
+    return cls
 
 
 def plugin_info() -> list[dict[str, Any]]:

@@ -77,6 +77,6 @@ class Gateway(_Recording, GatewayNode):
 if __name__ == "__main__":
     app.link("numbers").to("double", qos="durable", claim_after=CLAIM_AFTER)
     app.link("double").to("store", qos="durable", claim_after=CLAIM_AFTER)
-    app.link("numbers").to("live")
+    app.link("numbers").to("live", qos="realtime")
     app.link("numbers").to("gateway")
     app.run()

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..backoff import Backoff
 from ..broker import Delivery, Subscription
-from ..errors import BrokerError, ConfigurationError, FrameError, NodeError
+from ..errors import BrokerError, ConfigurationError, DiskFullError, FrameError, NodeError
 from ..frame import Frame
 from ..links import Link
 from ..nodes import FusionNode, Node, SinkNode
@@ -84,25 +84,31 @@ class _ReaderWorker(Worker):
                     if stop.is_set() and done:
                         break  # stop taking work; unacknowledged durable frames go to a live replica
                     self.stats.received(d.frame.timestamp)
-                    self._handle_with_retries(node, d)
-                    done.append(d)
+                    if self._handle_with_retries(node, d):
+                        done.append(d)
                     if time.monotonic() - alive_at >= self.sub.keepalive_every and i + 1 < len(deliveries):
                         # The whole batch is ours until acknowledged, the frames done included: no other replica
                         # takes it over.
                         self.sub.keepalive(deliveries)
                         alive_at = time.monotonic()
-                if done and self.settle(node, done):
-                    self.sub.ack(done)
+                settled = self.settle(node, done)
+                if settled:
+                    self.sub.ack(settled)
             except BrokerError as exc:
                 self.outage.failed(exc)  # unacknowledged frames are delivered again: at least once
             self.stats.rejected = self.sub.rejected
             self.stats.extra["dead_letters"] = self.sub.dead
             self.stats.extra["lost"] = self.sub.lost
             self.sync_counters()
+        try:
+            self.sub.ack(self.settle(node, [], final=True))
+        except BrokerError as exc:
+            self.errors(f"node {self.spec.name!r}: last acknowledgements not sent (those frames come again): {exc}")
 
-    def settle(self, node: Node, done: list[Delivery]) -> bool:
-        """Called before a batch is acknowledged; False keeps it unacknowledged (it comes again)."""
-        return True
+    def settle(self, node: Node, done: list[Delivery], final: bool = False) -> list[Delivery]:
+        """Called after each read with the deliveries handled; returns those to acknowledge now (the rest come
+        again, or are held for later); `final` is the last call, as the loop ends."""
+        return done
 
     def _teardown(self) -> None:
         sub = getattr(self, "sub", None)
@@ -114,18 +120,20 @@ class _ReaderWorker(Worker):
                 self.errors(f"node {self.spec.name!r}: closing its subscription failed: {exc}", exc)
         super()._teardown()
 
-    def _handle_with_retries(self, node: Node, d: Delivery) -> None:
+    def _handle_with_retries(self, node: Node, d: Delivery) -> bool:
+        """Handle `d`, retrying a durable frame that failed; False when it was left unhandled (stopping)."""
         node.current_source = d.source
         ok = self.handle(node, d.source, d.frame)
         backoff = Backoff(0.05, 1.0)
         while not ok and d.qos == "durable":
             if d.attempts >= d.max_attempts:
                 self.sub.dead_letter(d, self.last_error)
-                return
+                return True
             d.attempts += 1
             if backoff.wait(self.ctx.stop):
-                return  # not acknowledged by the caller either: a live replica takes it over
+                return False  # not acknowledged either: a live replica takes it over
             ok = self.handle(node, d.source, d.frame)
+        return True
 
     def _subscribe(self, links: list[Link]) -> Subscription:
         while True:
@@ -189,21 +197,138 @@ class ConsumerWorker(_ReaderWorker):
 
 
 class SinkWorker(_ReaderWorker):
-    """Calls `process(data)` for each frame, then `flush()` before the batch is acknowledged."""
+    """Calls `process(data)` for each frame, and `flush()` when the sink says so (`flush_due()`).
+
+    Durable frames are acknowledged only once a `flush()` after them returned: the worker holds their
+    acknowledgements across reads until then, bounded so that a held frame is never taken over by another
+    replica (a third of `claim_after`) nor holds the producer back (half of `max_len`).
+    """
+
+    def prepare(self, node: Node, sources: list[str]) -> None:
+        self._held: list[Delivery] = []
+        self._held_bytes = 0
+        self._held_since = 0.0
+        self._rollbacks = getattr(node, "rollbacks", 0)
+        self._invalid = 0  # deliveries of this read handled before a rollback: not on disk after all
+        self._handled = 0
+        self._full: DiskFullError | None = None
+        durable = [ln for ln in self.inputs(node) if ln.qos == "durable"]
+        self._hold_max = max(1, min((ln.max_len for ln in durable), default=2) // 2)
+        self._hold_age = min((ln.claim_after for ln in durable), default=15.0) / 3
+        # The byte budget of durable links (issue 12), where the link has one.
+        budgets = [b for b in (getattr(ln, "max_bytes", None) for ln in durable) if b]
+        self._hold_bytes = min(budgets) // 2 if budgets else None
 
     def handle(self, node: Node, source: str, frame: Frame) -> bool:
-        return self.call(node, node.process, frame.data, frame)[0]  # type: ignore[attr-defined]
+        ok, result = self.call(node, self._store(node), frame.data, frame)
+        if result is _FULL:
+            assert self._full is not None
+            raise _DiskFullError(self._full)
+        return ok
 
-    def settle(self, node: Node, done: list[Delivery]) -> bool:
+    def _store(self, node: Node) -> Callable[[Any], Any]:
+        def store(data: Any) -> Any:
+            try:
+                node.process(data)  # type: ignore[attr-defined]
+            except DiskFullError as exc:
+                self._full = exc
+                return _FULL
+            return None
+
+        return store
+
+    def _handle_with_retries(self, node: Node, d: Delivery) -> bool:
+        # A full disk is not the frame's fault: it is not retried towards the dead letters but waits, unacknowledged
+        # (the producer is held back by its durable link), and is stored once there is room again.
+        backoff = Backoff(0.5, 10.0)
+        before = node.rollbacks if isinstance(node, SinkNode) else 0
+        while True:
+            try:
+                done = super()._handle_with_retries(node, d)
+                break
+            except _DiskFullError as full:
+                self.stats.extra["disk_full"] = self.stats.extra.get("disk_full", 0) + 1
+                if backoff.failures == 0 or backoff.failures % 10 == 0:
+                    self.errors(
+                        f"sink {self.spec.name!r}: {full.exc}; frame {d.frame.frame_id} and those after it wait "
+                        "unacknowledged and are tried again until there is room (nothing is dropped)"
+                    )
+                if backoff.wait(self.ctx.stop):
+                    done = False
+                    break
+        if isinstance(node, SinkNode) and node.rollbacks != before:
+            self._invalid = self._handled  # what this read handled before the rollback is gone with it
+        if done:
+            self._handled += 1
+        return done
+
+    def settle(self, node: Node, done: list[Delivery], final: bool = False) -> list[Delivery]:
         assert isinstance(node, SinkNode)
+        invalid, self._invalid, self._handled = self._invalid, 0, 0
+        if node.rollbacks != self._rollbacks:
+            self._rollbacks = node.rollbacks
+            self._drop_held(len(self._held) + invalid)
+            done = done[invalid:]
+        now = time.monotonic()
+        for d in done:
+            if d.qos != "durable":
+                continue  # realtime frames need no acknowledgement
+            if not self._held:
+                self._held_since = now
+            self._held_bytes += _size(d.frame.data)
+            # Only the acknowledgement is held, not the frame: let go of its payload.
+            d.frame.data = None
+            d.extra.pop("payload", None)
+            d.extra.pop("fields", None)
+            self._held.append(d)
+        held = len(self._held)
+        due = final or node.flush_due()
+        if held and not due:
+            due = held >= self._hold_max or now - self._held_since >= self._hold_age
+            due = due or (self._hold_bytes is not None and self._held_bytes >= self._hold_bytes)
+        if not due:
+            return []
         try:
-            node.flush()
+            ok = node.flush() is not False
         except Exception as exc:
             self.stats.failed += 1
-            self.errors(f"sink {self.spec.name!r}: flush() failed; {len(done)} frame(s) stay unacknowledged and "
-                        f"come again: {type(exc).__name__}: {exc}", exc)  # fmt: skip
-            return False
-        return True
+            if isinstance(exc, DiskFullError):
+                self.stats.extra["disk_full"] = self.stats.extra.get("disk_full", 0) + 1
+            self.errors(f"sink {self.spec.name!r}: flush() failed; {held} frame(s) stay unacknowledged and come "
+                        f"again: {type(exc).__name__}: {exc}", exc)  # fmt: skip
+            ok = False
+        if not ok or node.rollbacks != self._rollbacks:
+            self._rollbacks = node.rollbacks
+            self._drop_held(0)
+            return []
+        out, self._held, self._held_bytes = self._held, [], 0
+        return out
+
+    def _drop_held(self, count: int) -> None:
+        """Forget acknowledgements whose frames the sink dropped with a rollback: they come again."""
+        if count:
+            self.logger.warning("sink %r dropped writes not yet flushed: %d frame(s) stay unacknowledged and come "
+                                "again", self.spec.name, count)  # fmt: skip
+        self._held, self._held_bytes = [], 0
+
+
+class _DiskFullError(Exception):
+    """Carries a sink's DiskFullError out of the frame's ordinary retries."""
+
+    def __init__(self, exc: DiskFullError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+_FULL = object()
+
+
+def _size(data: Any) -> int:
+    """Bytes of a frame's data, roughly (JSON data: its length if it has one)."""
+    nbytes = getattr(data, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    return len(data) if isinstance(data, (bytes, bytearray, memoryview, str, list, dict)) else 0
 
 
 class FusionWorker(_ReaderWorker):

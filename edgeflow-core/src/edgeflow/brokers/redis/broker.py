@@ -22,6 +22,7 @@ from .errors import translate
 from .listener import RedisListener
 from .packer import ZeroCopyPacker
 from .publisher import RedisPublisher
+from .replay import remove_groups, replay_streams
 from .scripts import Scripts
 from .subscription import DEAD_MAX_LEN, RedisSubscription
 
@@ -276,6 +277,15 @@ class RedisBroker(Broker):
         except redis.RedisError as exc:
             raise translate(exc, self.display_url) from exc
         return len(entries)
+
+    def replay_from(self, links: Sequence[Link], seconds: float, timeout: float = 30.0) -> dict[str, int]:
+        """Copy the entries of the last `seconds` (by Redis's clock) that durable `links`' streams hold into their
+        targets' replay streams, as dead-letter replay does, waiting (up to `timeout` s at a time) while one is full."""
+        return replay_streams(self, links, seconds, timeout)
+
+    def remove_reader(self, links: Sequence[Link]) -> None:
+        """Destroy the consumer groups of the links' target on their streams, and its replay stream."""
+        remove_groups(self, links)
 
     # Control plane ------------------------------------------------------------------------------------------
     def emit(self, channel: str, message: bytes) -> None:

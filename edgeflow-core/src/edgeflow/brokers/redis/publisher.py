@@ -58,6 +58,8 @@ class RedisPublisher(Publisher):
         self.dur_cap = min((ln.max_len for ln in dur), default=0)
         self.dur_byte_cap = min((ln.max_bytes for ln in dur), default=0)
         self.durable = bool(dur)
+        # Acknowledged durable frames kept this long (ms) for `edgeflow replay --from-broker`: the most any link asks.
+        self.retain_ms = int(1000 * max((ln.retain_seconds for ln in dur), default=0.0))
         self._dur_len = 0
         # The payload sizes of this writer's durable entries still in the stream, oldest first, and their sum.
         self._dur_sizes: deque[int] = deque()
@@ -159,6 +161,7 @@ class RedisPublisher(Publisher):
             low = low if isinstance(low, bytes) else str(low).encode()
             if safe is None or id_lt(low, safe):
                 safe = low
+        safe = self._keep_retained(client, safe)
         if safe is not None and safe != b"0-0":
             plane = self.broker.data_plane
             if plane.frees_payloads:
@@ -170,11 +173,32 @@ class RedisPublisher(Publisher):
                                  approximate=False)  # fmt: skip
             client.xtrim(key, minid=safe, approximate=False)
         self._dur_len = int(client.xlen(key))
-        # The entries trimmed were the oldest: what is left of ours is the newest of them (other replicas of the
-        # source write the same stream, so this is our share of its bytes, at most).
+        if self.retain_ms:
+            self._dur_len = self._unacked(client, key, self._dur_len)
+        # What waits is the newest entries: what is left of ours is the newest of them (other replicas of the
+        # source write the same stream, so this is our share of its bytes, at most). Retained frames, already
+        # acknowledged, count in neither budget.
         while len(self._dur_sizes) > self._dur_len:
             self._dur_bytes -= self._dur_sizes.popleft()
         return self._dur_len
+
+    def _keep_retained(self, client: Any, safe: bytes | None) -> bytes | None:
+        """Where to trim with `retain_seconds`: acknowledged entries younger than that stay (by Redis's clock)."""
+        if not self.retain_ms or safe is None:
+            return safe
+        sec, usec = client.time()
+        floor = b"%d-0" % max(0, int(sec) * 1000 + int(usec) // 1000 - self.retain_ms)
+        return floor if id_lt(floor, safe) else safe
+
+    def _unacked(self, client: Any, key: str, length: int) -> int:
+        """With retained entries in the stream, its length is not what waits: the slowest group's lag + pending."""
+        most = 0
+        for info in client.xinfo_groups(key):
+            lag = info.get("lag")
+            if lag is None:
+                return length  # Redis can't tell: count every entry, as without retention
+            most = max(most, int(lag) + int(info.get("pending") or 0))
+        return most
 
     def _wait_for_room(self) -> None:
         try:
