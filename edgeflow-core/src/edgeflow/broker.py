@@ -173,6 +173,15 @@ class Broker(ABC):
         """Return how many frames of `source` wait for `group`, or None when unknown."""
         return None
 
+    def link_backlog(self, source: str, group: str, variant: str = "") -> tuple[int, int] | None:
+        """Return (depth, pending) of `group` on `source`: frames waiting or delivered but not yet acknowledged, and
+        of those the delivered ones; None when unknown."""
+        depth = self.link_depth(source, group, variant)
+        return None if depth is None else (depth, 0)
+
+    def drop_group(self, source: str, group: str) -> None:  # noqa: B027 - brokers without groups hold nothing
+        """Forget the realtime reader group `group` of `source` (a tool that read as a group of its own)."""
+
     def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
         """Return the dead letters of `target`'s durable links: id, source, frame_id, attempts, error."""
         raise BrokerError(f"{type(self).__name__} keeps no dead letters")

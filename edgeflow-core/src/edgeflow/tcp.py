@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from .backoff import Backoff
 from .errors import FrameError
-from .frame import Buffer, Frame, frame_size, pack, unpack
+from .frame import Buffer, Frame, frame_size, pack, restamp, unpack
+from .tracing import SENT
 
 __all__ = ["FrameSender", "FrameServer"]
 
@@ -102,7 +103,8 @@ class FrameSender:
                         log.info("%s: connected to the gateway at %s:%d again", self.source, self.host, self.port)
                     down_since = None
                     backoff.reset()
-                self._send_all(sock, message)
+                # Its trace's last stamp becomes the time it really goes on the wire, after the outbox.
+                self._send_all(sock, [message[0], restamp(message[1], SENT, time.time()), *message[2:]])
                 self.sent += 1
             except OSError as exc:
                 with self._cond:

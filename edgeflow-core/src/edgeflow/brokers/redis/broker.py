@@ -212,7 +212,14 @@ class RedisBroker(Broker):
 
     def link_depth(self, source: str, group: str, variant: str = "") -> int | None:
         """Return how many entries of the topic `source` wait for `group` (Redis 7's lag plus unacknowledged)."""
+        backlog = self.link_backlog(source, group, variant)
+        return None if backlog is None else backlog[0]
+
+    def link_backlog(self, source: str, group: str, variant: str = "") -> tuple[int, int] | None:
+        """Return (depth, pending) of `group` on the topic `source`: Redis 7's lag plus the durable entries
+        delivered and not acknowledged, and those alone."""
         total: int | None = None
+        unacked = 0
         for qos in QOS_VALUES:
             try:
                 infos = self.client.xinfo_groups(self.stream_key(source, qos, variant))
@@ -223,7 +230,16 @@ class RedisBroker(Broker):
                     lag = info.get("lag")
                     pending = int(info.get("pending") or 0) if qos == "durable" else 0
                     total = (total or 0) + (int(lag) if lag is not None else 0) + pending
-        return total
+                    unacked += pending
+        return None if total is None else (total, unacked)
+
+    def drop_group(self, source: str, group: str) -> None:
+        """Destroy the realtime consumer group `group` of the topic `source`, and its skip accounting."""
+        try:
+            self.client.xgroup_destroy(self.stream_key(source, "realtime"), group)
+            self.client.delete(self.seen_key(source, group))
+        except redis.RedisError as exc:
+            raise translate(exc, self.display_url) from exc
 
     def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
         """Return up to `count` dead letters of `target`, oldest first: id, source, frame_id, attempts, error."""
