@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from .collector import RecordCollector
 
-__all__ = ["MetricsEndpoint", "endpoint", "release"]
+__all__ = ["MetricsEndpoint", "endpoint", "release", "release_all"]
 
 log = logging.getLogger("edgeflow.metrics")
 #: A route answers (status, body, content type).
@@ -155,3 +155,12 @@ def release(ep: MetricsEndpoint) -> None:
             if value is ep:
                 del _shared[key]
     ep.close()
+
+
+def release_all() -> None:
+    """Close every shared endpoint of this process (for tests and programs that run apps one after another)."""
+    with _lock:
+        endpoints = list(_shared.values())
+        _shared.clear()
+    for ep in endpoints:
+        ep.close()
