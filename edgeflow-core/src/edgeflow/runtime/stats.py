@@ -242,10 +242,11 @@ class StatsAggregator:
         traces = record.pop("traces", None)
         with self._lock:
             self._latest[str(record.get("instance"))] = record
-            for entry in traces if isinstance(traces, list) else []:
+            # Bounded whatever a record claims: 64 paths of 64 stamps, 256 samples each.
+            for entry in traces[:64] if isinstance(traces, list) else []:
                 try:
-                    key = tuple((str(n), str(k)) for n, k in entry["path"])
-                    samples = [[float(v) for v in s] for s in entry["samples"]]
+                    key = tuple((str(n), str(k)) for n, k in entry["path"][:64])
+                    samples = [[float(v) for v in s[:63]] for s in entry["samples"][:256]]
                 except (KeyError, TypeError, ValueError):
                     continue
                 kept = self._traces.get(key)
