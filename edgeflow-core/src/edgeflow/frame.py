@@ -15,7 +15,8 @@ Arrays decode as read-only views of the received buffer: no copy.
 
 The trace block holds the frame's hop times (`edgeflow.tracing`) as microsecond offsets from its timestamp:
 6 bytes a stamp, 43 bytes for a producer -> consumer -> gateway path, where f64 times would take 71; an i32 of
-microseconds spans +-35 minutes (a stamp further off is clamped). A frame without stamps travels as version 1.
+microseconds spans +-35 minutes (a stamp further off is clamped when it is made). A frame without stamps travels
+as version 1.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import numpy as np
 from .errors import ConfigurationError, FrameError
 from .plugins import get_codec
 from .tracing import MAX_STAMPS as _MAX_STAMPS
+from .tracing import STAMP as _STAMP
+from .tracing import offset_us
 
 __all__ = [
     "KIND_BYTES",
@@ -64,8 +67,6 @@ _FIXED = struct.Struct("<2sBBQdIQ")
 _MAX_NDIM = 32
 # Kinds of numpy dtype that are plain memory: bool, ints, floats, complex. Objects never travel.
 _DTYPE_KINDS = frozenset("biufc")
-_STAMP = struct.Struct("<BBi")
-_I32 = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -76,8 +77,9 @@ class Frame:
     timestamp: float
     meta: dict[str, Any] = field(default_factory=dict)
     data: Any = None
-    #: The hop times, (node index, stamp kind, time) each (see `edgeflow.tracing`); None when not traced.
-    trace: list[tuple[int, int, float]] | None = None
+    #: The hop times as they travel, 6 bytes a stamp (`edgeflow.tracing.stamps(frame.trace)` reads them); None
+    #: when not traced. Kept packed: a hop adds its stamp without the others being unpacked and packed again.
+    trace: bytes | None = None
 
     @classmethod
     def now(cls, frame_id: int, data: Any, meta: dict[str, Any] | None = None) -> Frame:
@@ -151,26 +153,19 @@ def encode(frame: Frame, codec: Any = None, params: dict[str, Any] | None = None
     if not trace:
         return _FIXED.pack(MAGIC, 1, kind, fid, ts, len(meta), len(payload)) + array_desc + meta, payload
     fixed = _FIXED.pack(MAGIC, WIRE_VERSION, kind, fid, ts, len(meta), len(payload))
-    return fixed + _pack_trace(trace, ts) + array_desc + meta, payload
-
-
-def _pack_trace(trace: list[tuple[int, int, float]], ts: float) -> bytes:
-    stamps = trace[:_MAX_STAMPS]
-    flat: list[int] = []
-    for node, kind, t in stamps:
-        us = round((t - ts) * 1e6)
-        flat += (node, kind, us if -_I32 <= us <= _I32 else (_I32 if us > 0 else -_I32))
-    try:
-        return struct.pack(f"<B{'BBi' * len(stamps)}", len(stamps), *flat)
-    except struct.error as exc:
-        raise FrameError(f"bad trace stamp in {stamps!r}: {exc}") from exc
+    n, rest = divmod(len(trace), _STAMP.size)
+    if rest or not isinstance(trace, bytes):
+        raise FrameError(f"frame trace must be packed stamps of {_STAMP.size} bytes (edgeflow.tracing.pack_stamps)")
+    if n > _MAX_STAMPS:
+        trace, n = trace[: _MAX_STAMPS * _STAMP.size], _MAX_STAMPS
+    return fixed + bytes((n,)) + trace + array_desc + meta, payload
 
 
 _Desc = tuple[str, tuple[int, ...], str]
-_Trace = list[tuple[int, int, float]] | None
+_Trace = bytes | None
 
 
-def _parse_trace(buf: memoryview, pos: int, ts: float) -> tuple[_Trace, int]:
+def _parse_trace(buf: memoryview, pos: int) -> tuple[_Trace, int]:
     """Parse the trace block at `pos`; return the stamps and the position after them."""
     if len(buf) < pos + 1:
         raise FrameError("truncated frame: the trace block is missing")
@@ -180,8 +175,7 @@ def _parse_trace(buf: memoryview, pos: int, ts: float) -> tuple[_Trace, int]:
     end = pos + 1 + count * _STAMP.size
     if len(buf) < end:
         raise FrameError(f"truncated frame: {count} trace stamps need {count * _STAMP.size} bytes")
-    flat = struct.unpack_from(f"<{'BBi' * count}", buf, pos + 1)
-    return [(flat[i], flat[i + 1], ts + flat[i + 2] * 1e-6) for i in range(0, 3 * count, 3)], end
+    return bytes(buf[pos + 1 : end]), end
 
 
 def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _Desc | None, int, int, _Trace]:
@@ -199,7 +193,7 @@ def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _De
     pos = _FIXED.size
     trace: _Trace = None
     if version == 2:
-        trace, pos = _parse_trace(buf, pos, ts)
+        trace, pos = _parse_trace(buf, pos)
     desc = None
     if kind in (KIND_NDARRAY, KIND_ENCODED):
         try:
@@ -255,9 +249,8 @@ def restamp(header: Buffer, kind: int, t: float) -> Buffer:
         return header
     node, _, _ = _STAMP.unpack_from(mv, at)
     (ts,) = struct.unpack_from("<d", mv, 12)
-    us = round((t - ts) * 1e6)
     out = bytearray(mv)
-    _STAMP.pack_into(out, at, node, kind, max(-_I32, min(_I32, us)))
+    _STAMP.pack_into(out, at, node, kind, offset_us(t, ts))
     return out
 
 

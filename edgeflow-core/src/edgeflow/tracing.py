@@ -3,7 +3,8 @@
 Each frame carries a list of stamps `(node index, kind, time)`: made at its producer, written to the broker,
 read by the next node, that node's process start and end, written or sent on, received at a gateway or sink.
 The node index is the node's position in the app's declaration order, the same in every process that loads
-the app file; `frame.encode` puts the stamps in the header as microsecond offsets from the frame's timestamp.
+the app file; the time is in microseconds since the frame's timestamp, as `frame.encode` puts it in the header (ints
+all the way: packing and unpacking a trace is one struct call).
 
 Two consecutive stamps make a stage: `queue` (waiting in a link or before `process()`), `process` (user code)
 or `transfer` (encoding and the wire). A stage between two nodes subtracts clocks of two hosts when the nodes
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -28,6 +30,7 @@ __all__ = [
     "READ",
     "RECEIVED",
     "SENT",
+    "STAMP",
     "START",
     "UNKNOWN_NODE",
     "WRITTEN",
@@ -35,8 +38,11 @@ __all__ = [
     "TraceSampler",
     "breakdown",
     "enabled",
+    "offset_us",
+    "pack_stamps",
     "percentile",
     "stage_defs",
+    "stamps",
 ]
 
 MADE, WRITTEN, READ, START, END, SENT, RECEIVED = range(7)
@@ -47,8 +53,29 @@ MAX_STAMPS = 64
 #: The node index of a node past the 255th (one byte on the wire).
 UNKNOWN_NODE = 255
 
-#: (node index, stamp kind, time.time() of the stamp)
-Stamp = tuple[int, int, float]
+#: (node index, stamp kind, microseconds since the frame's timestamp)
+Stamp = tuple[int, int, int]
+#: A stamp as it travels, and as `Frame.trace` keeps it: node u8, kind u8, offset i32, little-endian.
+STAMP = struct.Struct("<BBi")
+_I32 = 2**31 - 1
+
+
+def stamps(trace: bytes | None) -> list[Stamp]:
+    """Unpack a frame's `trace` into (node index, kind, microseconds since its timestamp) stamps."""
+    if not trace:
+        return []
+    return list(STAMP.iter_unpack(trace[: len(trace) - len(trace) % STAMP.size]))
+
+
+def pack_stamps(items: Iterable[Stamp]) -> bytes:
+    """Pack stamps as `Frame.trace` keeps them."""
+    return b"".join(STAMP.pack(*s) for s in items)
+
+
+def offset_us(t: float, ts: float) -> int:
+    """Return `t` as microseconds since `ts`, clamped to an i32 (+-35 minutes)."""
+    us = int((t - ts) * 1e6)
+    return us if -_I32 <= us <= _I32 else (_I32 if us > 0 else -_I32)
 
 
 def enabled() -> bool:
@@ -99,7 +126,7 @@ class TraceSampler:
         self.max_sources = max_sources
         self._res: dict[str, list[Any]] = {}  # source -> [samples, seen, next index to replace, W]
 
-    def add(self, source: str, trace: list[Stamp] | None) -> None:
+    def add(self, source: str, trace: bytes | None) -> None:
         """Offer the finished `trace` of a frame that came from `source`."""
         if not trace:
             return
@@ -134,10 +161,11 @@ class TraceSampler:
         names = self.names
         paths: dict[tuple[tuple[int, int], ...], list[list[float]]] = {}
         for samples, _, _, _ in res.values():
-            for trace in samples:
+            for raw in samples:
+                trace = stamps(raw)
                 key = tuple((n, k) for n, k, _ in trace)
                 times = [t for _, _, t in trace]
-                paths.setdefault(key, []).append([round((b - a) * 1000.0, 4) for a, b in pairwise(times)])
+                paths.setdefault(key, []).append([(b - a) / 1000.0 for a, b in pairwise(times)])
         out = []
         for key, got in paths.items():
             path = [[names[n] if n < len(names) else f"#{n}", KINDS[k] if k < len(KINDS) else str(k)] for n, k in key]

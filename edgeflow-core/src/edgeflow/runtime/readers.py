@@ -39,7 +39,7 @@ def as_output(node: str, result: Any, source: Frame | None, frame_id: int) -> Fr
             return None
     if source is None:
         return Frame(frame_id, time.time(), meta, result)
-    return Frame(source.frame_id, source.timestamp, meta, result, list(source.trace) if source.trace else None)
+    return Frame(source.frame_id, source.timestamp, meta, result, source.trace)
 
 
 class _ReaderWorker(Worker):
@@ -163,7 +163,7 @@ class _ReaderWorker(Worker):
         """Run the node's code on one input; (False, None) when it raised (logged and counted)."""
         node.current_frame = frame
         tracer = self.outputs.tracer
-        tracer.start(frame)
+        tracer.start()
         t0 = time.perf_counter()
         try:
             result = fn(arg)
