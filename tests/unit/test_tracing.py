@@ -146,3 +146,28 @@ def test_records_carry_histograms_and_the_aggregator_breaks_traces_down() -> Non
     agg.ingest(record)
     (path,) = agg.traces()
     assert path["slowest"] == "cam->gw" and path["stages"][1]["kind"] == "transfer"
+
+
+def test_a_producer_traces_at_most_its_rate_and_every_frame_with_rate_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeflow import EdgeApp, ProducerNode, RedisBroker
+    from edgeflow.runtime.trace import Tracer
+
+    app = EdgeApp("rate", broker=RedisBroker("redis://127.0.0.1:1/0"))
+
+    @app.node(name="cam", type="producer")
+    class Cam(ProducerNode):
+        def produce(self) -> None:
+            return None
+
+    def traced(rate: str, n: int) -> int:
+        monkeypatch.setenv("EDGEFLOW_TRACE_RATE", rate)
+        tracer = Tracer(app, "cam", NodeStats("cam", "producer"))
+        frames = [Frame(i, T0, {}, b"") for i in range(n)]
+        for f in frames:
+            tracer.written(f)
+        return sum(f.trace is not None for f in frames)
+
+    assert traced("0", 5000) == 5000
+    assert 1 <= traced("5", 5000) <= 3, "5 a second: a burst of frames within a moment gets one or two"
+    monkeypatch.setenv("EDGEFLOW_TRACE", "0")
+    assert traced("0", 100) == 0

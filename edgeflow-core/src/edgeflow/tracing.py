@@ -41,6 +41,7 @@ __all__ = [
     "offset_us",
     "pack_stamps",
     "percentile",
+    "rate_limit",
     "stage_defs",
     "stamps",
 ]
@@ -78,9 +79,27 @@ def offset_us(t: float, ts: float) -> int:
     return us if -_I32 <= us <= _I32 else (_I32 if us > 0 else -_I32)
 
 
+#: Frames a producer traces a second at most, by default: every frame of any camera, a sample of faster streams.
+DEFAULT_RATE = 1000.0
+
+
 def enabled() -> bool:
     """True unless EDGEFLOW_TRACE turns tracing off (0, false, no, off)."""
     return os.environ.get("EDGEFLOW_TRACE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def rate_limit() -> float:
+    """Frames a producer traces a second at most (EDGEFLOW_TRACE_RATE, default 1000; 0 traces every frame).
+
+    The breakdown needs a few hundred frames a second; past that, tracing every frame of a 40,000 frames/s stream
+    would only cost its CPU time. The frames not traced travel as before, as wire version 1.
+    """
+    raw = os.environ.get("EDGEFLOW_TRACE_RATE", "").strip()
+    try:
+        rate = float(raw) if raw else DEFAULT_RATE
+    except ValueError:
+        rate = DEFAULT_RATE
+    return rate if rate > 0 and math.isfinite(rate) else math.inf
 
 
 def percentile(samples: Sequence[float], q: float) -> float | None:

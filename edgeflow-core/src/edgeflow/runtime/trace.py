@@ -10,7 +10,20 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from ..tracing import END, MADE, MAX_STAMPS, READ, RECEIVED, STAMP, START, UNKNOWN_NODE, WRITTEN, TraceSampler, enabled
+from ..tracing import (
+    END,
+    MADE,
+    MAX_STAMPS,
+    READ,
+    RECEIVED,
+    STAMP,
+    START,
+    UNKNOWN_NODE,
+    WRITTEN,
+    TraceSampler,
+    enabled,
+    rate_limit,
+)
 
 if TYPE_CHECKING:
     from ..app import EdgeApp
@@ -42,19 +55,28 @@ class Tracer:
         if self.on and spec is not None and spec.type in ("gateway", "sink"):
             self.sampler = stats.traces = TraceSampler(names)
         self._started = 0.0
+        # A producer starts a trace at most every `period` seconds (EDGEFLOW_TRACE_RATE), on average.
+        self.period = 1.0 / rate_limit()
+        self._next = 0.0
 
     def written(self, frame: Frame) -> None:
         """Stamp a frame going out (a producer's frames start their trace here, made at their timestamp)."""
         if not self.on:
             return
         trace = frame.trace
-        us = int((time.time() - frame.timestamp) * 1e6)
+        now = time.time()
+        if trace is None:
+            # Only whole paths are traced: an untraced input stays untraced, and producers trace at most their rate.
+            if not self.starts or now < self._next:
+                return
+            due = self._next + self.period
+            self._next = due if due > now - self.period else now
+        us = int((now - frame.timestamp) * 1e6)
         if not -_I32 <= us <= _I32:
             us = _I32 if us > 0 else -_I32
         if trace is None:
-            if self.starts:  # only whole paths are traced: an untraced input stays untraced
-                i = self.index
-                frame.trace = _pack2(i, MADE, 0, i, WRITTEN, us)
+            i = self.index
+            frame.trace = _pack2(i, MADE, 0, i, WRITTEN, us)
         elif len(trace) < _FULL:
             frame.trace = trace + _pack(self.index, WRITTEN, us)
 
