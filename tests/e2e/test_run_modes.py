@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from edgeflow.embedded import redis_answers
 from edgeflow.testing import wait_for
@@ -91,6 +92,14 @@ def test_unknown_node_is_a_clear_error(env: dict[str, str]) -> None:
                          timeout=30)  # fmt: skip
     assert out.returncode == 2
     assert "--node 'nope': no node of that name. Known nodes: camera, gateway, processor" in out.stderr
+
+
+@pytest.mark.parametrize("count", ["0", "-2", "two"])
+def test_replicas_must_be_a_count_of_at_least_one(env: dict[str, str], count: str) -> None:
+    out = subprocess.run([sys.executable, str(APP), "--node", "processor", "--replicas", count], env=env,
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--replicas" in out.stderr and ("at least 1" in out.stderr or "not a whole number" in out.stderr)
 
 
 def test_embedded_redis_when_none_is_configured(env: dict[str, str], procs: list[Proc], tmp_path: Path) -> None:

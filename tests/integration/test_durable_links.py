@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from edgeflow import EdgeApp, Frame, RedisBroker
 from edgeflow.links import Link
 from edgeflow.nodes import ProducerNode, SinkNode
@@ -153,3 +155,28 @@ def test_dead_letters_command_lists_and_replays(redis_url: str, app_name: str, t
     assert "replayed 1 dead letter(s) to logger" in replayed.stdout
     again = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
     assert "no dead letters for logger" in again.stdout
+
+
+def test_dead_letters_are_bounded_in_bytes(broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead-letter stream keeps as many letters as DEAD_MAX_BYTES holds, newest kept, besides its count cap."""
+    from edgeflow.brokers.redis import subscription
+
+    monkeypatch.setattr(subscription, "DEAD_MAX_BYTES", 2_000_000)
+    link = dur("cam", "archive", max_attempts=1)
+    pub = broker.publisher("cam", [link])
+    sub = broker.subscribe([link], "c0")
+    for i in range(60):
+        pub.publish(Frame(i, 0.0, {}, bytes([i % 256]) * 100_000))
+    buried = 0
+    while buried < 60:
+        batch = sub.read(0.2)
+        assert batch, f"only {buried} frames came"
+        for d in batch:
+            sub.dead_letter(d, "the disk said no")
+            buried += 1
+    letters = broker.dead_letters("archive", count=1000)
+    assert len(letters) == 19, "2 MB of letters of 100 kB and their header"
+    assert [x["frame_id"] for x in letters] == list(range(41, 60)), "the newest are kept"
+    data = getattr(broker.data_plane, "client", None)
+    if data is not None:  # a data plane keeps the letters' payloads: no more copies than letters
+        assert len(list(data.scan_iter(match=broker.key("pl", "dead", "*")))) == 19

@@ -12,7 +12,8 @@ import pytest
 
 from edgeflow.embedded import free_port
 from edgeflow.frame import Frame, pack
-from edgeflow.tcp import HELLO_MAGIC, FrameSender, FrameServer
+from edgeflow.tcp import FrameSender, FrameServer
+from edgeflow.tcp import hello as make_hello
 from edgeflow.testing import wait_for
 
 
@@ -46,7 +47,7 @@ def serve(sink: Sink, **kwargs: object) -> FrameServer:
 
 
 def hello(token: bytes = b"", source: bytes = b"raw") -> bytes:
-    return struct.pack("<4sBHH", HELLO_MAGIC, 1, len(token), len(source)) + token + source
+    return make_hello(token.decode(), "", source.decode())
 
 
 def test_frames_arrive_in_order_with_their_source() -> None:

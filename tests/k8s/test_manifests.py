@@ -257,6 +257,11 @@ def test_real_dual_plugin_and_durable_links_shape_the_redis_servers() -> None:
     data = deployments["redis-data"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--appendonly" in control and control[control.index("--appendonly") + 1] == "yes"
     assert data[-2:] == ["--maxmemory-policy", "noeviction"]
+    # Durable frames are never evicted, and the memory they may take is what the links' byte budgets add up to:
+    # one durable link of 512 MiB, its target's dead letters (64 MiB) and 128 MiB of room.
+    assert control[control.index("--maxmemory") + 1] == "704mb"
+    assert control[control.index("--maxmemory-policy") + 1] == "noeviction"
     seed_like = render(EdgeApp("rt-only"), RenderOptions(IMAGE, "demo"))
     args = _by(seed_like, "Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--appendonly") + 1] == "no", "realtime-only apps keep no append-only file"
+    assert "--maxmemory" not in args

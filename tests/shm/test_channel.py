@@ -193,7 +193,11 @@ def test_a_reader_on_another_host_turns_the_channel_off_without_losing_count(mak
     for i in range(3, 6):
         pub.publish(Frame(i, time.time(), {}, image(i)))
     assert not pub.local, "a reader elsewhere can't map this host's memory"
-    assert int(read_one(far).frame.data[0, 0, 0]) == 5, "it gets the payload inline"
+    # Writes are pipelined: the reader may catch the stream a moment before the last one lands (newer next).
+    seen = [int(read_one(far).frame.data[0, 0, 0])]
+    while seen[-1] != 5:
+        seen.append(int(read_one(far).frame.data[0, 0, 0]))
+    assert seen == sorted(seen) and seen[0] >= 3, f"it gets the payloads inline, newer each time: {seen}"
     assert read_one(sub).frame.frame_id == 5, "the local reader follows the producer back to Redis"
     sub.flush()
     assert sub.skipped - before == 3, "frames 2, 3 and 4: counted on whichever path they were skipped"

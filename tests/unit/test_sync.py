@@ -77,3 +77,19 @@ def test_three_topics() -> None:
 def test_bad_settings(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Synchronizer(["a"], **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_stamp_from_the_future_or_a_clock_stepped_back_does_not_stop_fusion() -> None:
+    import time as _time
+
+    now = _time.time()
+    sync = Synchronizer(["a", "b"], slop=0.05)
+    assert sync.add("a", Frame(0, 1e300, {}, None)) == [], "a bogus future stamp is dropped, counted"
+    assert (sync.dropped, sync.clock_jumps) == (1, 1)
+    matches = sync.add("a", Frame(1, now, {}, None)) + sync.add("b", Frame(2, now + 0.01, {}, None))
+    assert [[f.frame_id for f in m] for m in matches] == [[1, 2]]
+    # b's clock steps back by a minute: its frames are far older than the match just made on it.
+    sync.add("b", Frame(3, now - 60, {}, None))
+    assert sync.clock_jumps == 2
+    matches = sync.add("a", Frame(4, now - 59.99, {}, None))
+    assert [[f.frame_id for f in m] for m in matches] == [[4, 3]], "fusion goes on on the new time base"

@@ -46,7 +46,7 @@ def secured_pipeline(redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatc
 
 def test_health_ready_and_json_api(open_pipeline: Running) -> None:
     with open_pipeline.client() as c:
-        assert c.get("/health").json() == {"status": "ok", "gateway": "gw"}
+        assert c.get("/health").json() == {"status": "ok", "gateway": "gw", "intake": True}
         ready = c.get("/ready")
         assert ready.status_code == 200 and ready.json()["receiving"] and ready.json()["broker"]
         fps = c.get("/api/fps").json()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -12,13 +11,14 @@ from .broker import Broker
 from .config import settings
 from .errors import LinkError, NodeDefinitionError, PluginError
 from .links import Link, LinkBuilder
+from .names import NAME
 from .nodes import ConsumerNode, FusionNode, GatewayNode, ProducerNode, SinkNode
 from .plugins import get_broker
 
 __all__ = ["NODE_TYPES", "EdgeApp", "NodeSpec"]
 
 NODE_TYPES = ("producer", "consumer", "fusion", "gateway", "sink")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
+_NAME = NAME
 # Names the decorator owns; they can't also be node kwargs.
 _RESERVED = {"name", "type", "replicas", "device", "app", "logger", "stats", "replica", "broker"}
 # Node type -> the class to subclass and the method it must implement.

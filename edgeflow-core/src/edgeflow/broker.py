@@ -84,6 +84,12 @@ class Subscription(ABC):
     def ack(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - realtime reads need no ack
         """Acknowledge deliveries once processed; a durable frame is never delivered again after this."""
 
+    #: Seconds after which deliveries still being processed should be kept alive with `keepalive()`.
+    keepalive_every: float = float("inf")
+
+    def keepalive(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - for subscriptions with no takeover
+        """Tell the broker these deliveries are still being processed, so that no other replica takes them over."""
+
     def flush(self) -> None:  # noqa: B027 - for subscriptions that batch nothing
         """Send what the subscription batches (skip counts, acknowledgements) now."""
 

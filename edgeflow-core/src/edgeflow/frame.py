@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -65,8 +66,13 @@ KIND_ENCODED = 3  # an array encoded by a link codec; the header keeps its dtype
 _KINDS = (KIND_BYTES, KIND_NDARRAY, KIND_JSON, KIND_ENCODED)
 _FIXED = struct.Struct("<2sBBQdIQ")
 _MAX_NDIM = 32
-# Kinds of numpy dtype that are plain memory: bool, ints, floats, complex. Objects never travel.
-_DTYPE_KINDS = frozenset("biufc")
+#: The largest length of one array dimension accepted from the wire.
+MAX_DIM = 1 << 32
+#: The deepest nesting of JSON (meta and data) that travels; deeper is refused when sent and when received.
+MAX_JSON_DEPTH = 64
+# The dtype strings accepted from the wire: plain numbers with an optional byte order, nothing numpy would parse
+# into a structured, object or text type.
+_WIRE_DTYPE = re.compile(r"^[<>|=]?(b1|[iu][1248]|f[248]|c(8|16))$")
 
 
 @dataclass(slots=True)
@@ -98,13 +104,49 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def _too_deep(obj: Any) -> bool:
+    """True when `obj` nests lists and dicts deeper than MAX_JSON_DEPTH (walked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
+    return False
+
+
 def _dumps(obj: Any, what: str) -> bytes:
+    if isinstance(obj, (dict, list, tuple)) and _too_deep(obj):
+        raise FrameError(f"{what} can't be sent: it is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.dumps(obj, default=_json_default, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
+        raise FrameError(f"{what} can't be sent: {exc} (JSON carries finite numbers only)") from exc
+    except (TypeError, RecursionError) as exc:
         raise FrameError(
             f"{what} can't be sent: {exc}. Send an ndarray, bytes, or JSON-compatible data (dict, list, str, number)"
         ) from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _loads(raw: bytes, what: str) -> Any:
+    """Parse JSON from the wire: finite numbers only, nested MAX_JSON_DEPTH levels at most."""
+    try:
+        obj = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise FrameError(f"corrupted {what}: nested deeper than {MAX_JSON_DEPTH} levels") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FrameError(f"corrupted {what}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    # A text shorter than twice the limit can't nest deeper than it: most meta and messages skip the walk.
+    if len(raw) > 2 * MAX_JSON_DEPTH and isinstance(obj, (dict, list)) and _too_deep(obj):
+        raise FrameError(f"corrupted {what}: nested deeper than {MAX_JSON_DEPTH} levels")
+    return obj
 
 
 def encode(frame: Frame, codec: Any = None, params: dict[str, Any] | None = None) -> tuple[bytes, Buffer]:
@@ -127,8 +169,10 @@ def encode(frame: Frame, codec: Any = None, params: dict[str, Any] | None = None
     payload: Buffer
     if isinstance(data, np.ndarray):
         kind = KIND_NDARRAY
-        if data.dtype.kind not in _DTYPE_KINDS or data.dtype.hasobject:
-            raise FrameError(f"arrays of dtype {data.dtype} can't be sent; use a numeric or bool dtype")
+        if not _WIRE_DTYPE.match(data.dtype.str):
+            raise FrameError(
+                f"arrays of dtype {data.dtype} can't be sent; use bool, an int, a float of up to 64 bits or complex"
+            )
         if data.ndim > _MAX_NDIM:
             raise FrameError(f"arrays with {data.ndim} dimensions can't be sent (at most {_MAX_NDIM})")
         dtype = data.dtype.str.encode()
@@ -212,13 +256,14 @@ def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _De
                 pos += 1 + clen
         except (struct.error, UnicodeDecodeError) as exc:
             raise FrameError(f"truncated or corrupted array header: {exc}") from exc
+        if any(d > MAX_DIM for d in shape):
+            raise FrameError(f"array header claims shape {shape}: a dimension over {MAX_DIM} is refused")
         desc = (dtype_str, tuple(int(s) for s in shape), codec_name)
     if len(buf) < pos + meta_len:
         raise FrameError(f"truncated frame: meta needs {meta_len} bytes, {len(buf) - pos} left")
-    try:
-        meta = json.loads(bytes(buf[pos : pos + meta_len])) if meta_len else {}
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FrameError(f"corrupted frame meta: {exc}") from exc
+    if not math.isfinite(ts):
+        raise FrameError(f"corrupted frame: timestamp {ts} is not a finite number")
+    meta = _loads(bytes(buf[pos : pos + meta_len]), "frame meta") if meta_len else {}
     if not isinstance(meta, dict):
         raise FrameError(f"corrupted frame meta: expected an object, got {type(meta).__name__}")
     return kind, fid, ts, meta, desc, pos + meta_len, data_len, trace
@@ -258,18 +303,12 @@ def _make_data(kind: int, desc: _Desc | None, payload: Buffer) -> Any:
     if kind == KIND_BYTES:
         return payload if isinstance(payload, bytes) else bytes(payload)
     if kind == KIND_JSON:
-        try:
-            return json.loads(bytes(payload) if not isinstance(payload, bytes) else payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FrameError(f"corrupted JSON payload: {exc}") from exc
+        return _loads(bytes(payload) if not isinstance(payload, bytes) else payload, "JSON payload")
     assert desc is not None
     dtype_str, shape, codec_name = desc
-    try:
-        dtype = np.dtype(dtype_str)
-    except TypeError as exc:
-        raise FrameError(f"corrupted array header: bad dtype {dtype_str!r}") from exc
-    if dtype.kind not in _DTYPE_KINDS or dtype.hasobject:
-        raise FrameError(f"array dtype {dtype_str!r} is not allowed on the wire")
+    if not _WIRE_DTYPE.match(dtype_str):
+        raise FrameError(f"array dtype {dtype_str[:40]!r} is not allowed on the wire (plain numbers and bool only)")
+    dtype = np.dtype(dtype_str)
     if kind == KIND_ENCODED:
         try:
             codec = get_codec(codec_name)
@@ -285,7 +324,19 @@ def _make_data(kind: int, desc: _Desc | None, payload: Buffer) -> Any:
 
 
 def decode(header: Buffer, payload: Buffer) -> Frame:
-    """Decode a frame from the `(header, payload)` pair made by `encode`; arrays are read-only views of `payload`."""
+    """Decode a frame from the `(header, payload)` pair made by `encode`; arrays are read-only views of `payload`.
+
+    Raises FrameError, and nothing else, for any input that is not a valid frame.
+    """
+    try:
+        return _decode(header, payload)
+    except FrameError:
+        raise
+    except Exception as exc:  # a path the checks above missed still may not kill a reader
+        raise FrameError(f"corrupted frame: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _decode(header: Buffer, payload: Buffer) -> Frame:
     hv = memoryview(header)
     kind, fid, ts, meta, desc, hlen, data_len, trace = _parse_header(hv)
     if hlen != len(hv):
@@ -307,7 +358,16 @@ def frame_size(buffers: list[Buffer]) -> int:
 
 
 def unpack(buf: Buffer) -> Frame:
-    """Decode one contiguous message made by `pack`; arrays are read-only views of `buf`."""
+    """Decode one contiguous message made by `pack`; arrays are read-only views of `buf`. Raises only FrameError."""
+    try:
+        return _unpack(buf)
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"corrupted frame: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _unpack(buf: Buffer) -> Frame:
     mv = memoryview(buf)
     kind, fid, ts, meta, desc, hlen, data_len, trace = _parse_header(mv)
     if hlen + data_len != len(mv):

@@ -37,6 +37,8 @@ class Link:
     codec: str | None = None
     #: The name the source publishes under (its `output_topic`; its node name unless declared otherwise).
     topic: str = ""
+    #: durable: bytes of payload the link holds unacknowledged before the producer blocks (besides max_len).
+    max_bytes: int = 512 << 20
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -79,6 +81,7 @@ class LinkBuilder:
         max_attempts: int = 3,
         claim_after: float = 15.0,
         max_len: int = 10_000,
+        max_bytes: int = 512 << 20,
         codec: str | None = None,
         **options: Any,
     ) -> LinkBuilder:
@@ -92,6 +95,8 @@ class LinkBuilder:
             max_attempts: durable: tries of a failing frame before it goes to the dead-letter stream.
             claim_after: durable: seconds a frame may sit with a silent replica before a live one takes it over.
             max_len: durable: frames the link holds unacknowledged before the producer blocks (backpressure).
+            max_bytes: durable: payload bytes the link holds unacknowledged before the producer blocks (512 MiB by
+                default: 570 frames of 640x480x3, 19 s at 30 fps). Redis must have room for them.
             codec: encode frames for this link only, e.g. codec="jpeg", quality=80 for a slow network; each
                 frame is encoded once for all the links that ask for the same codec, and decoded by the reader.
         """
@@ -123,6 +128,10 @@ class LinkBuilder:
             )
         if not isinstance(max_len, int) or max_len < 2:
             raise LinkError(f"max_len must be an int >= 2 for {self.source} -> {target}, got {max_len!r}")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1 << 16:
+            raise LinkError(
+                f"max_bytes must be an int of at least 65536 bytes for {self.source} -> {target}, got {max_bytes!r}"
+            )
         transport = "tcp" if dst.type == "gateway" else "redis"
         if codec is not None:
             if transport == "tcp":
@@ -145,7 +154,7 @@ class LinkBuilder:
             )
         link = Link(
             self.source, target, qos, transport, depth, max_attempts, float(claim_after), max_len, dict(options), codec,
-            src.topic,
+            src.topic, max_bytes,
         )  # fmt: skip
         for existing in app.links:
             if existing.source == self.source and existing.target == target:

@@ -139,7 +139,7 @@ class TraceSampler:
     """A uniform sample of the traces that ended here in each reporting interval, per source (reservoir, Algorithm
     L: one random draw per replaced sample, not per frame, so that sampling costs a counter on the hot path)."""
 
-    def __init__(self, names: Sequence[str], per_source: int = 64, max_sources: int = 32) -> None:
+    def __init__(self, names: Sequence[str], per_source: int = 64, max_sources: int = 16) -> None:
         self.names = list(names)
         self.k = per_source
         self.max_sources = max_sources
@@ -179,8 +179,10 @@ class TraceSampler:
         res, self._res = self._res, {}
         names = self.names
         paths: dict[tuple[tuple[int, int], ...], list[list[float]]] = {}
+        # 256 samples a report at most, shared by the sources: a report stays well under the aggregator's 64 KiB.
+        share = max(8, 256 // max(1, len(res)))
         for samples, _, _, _ in res.values():
-            for raw in samples:
+            for raw in samples[:share]:
                 trace = stamps(raw)
                 key = tuple((n, k) for n, k, _ in trace)
                 times = [t for _, _, t in trace]

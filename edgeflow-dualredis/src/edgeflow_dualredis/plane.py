@@ -219,18 +219,25 @@ class DataRedisPlane(DataPlane):
                 self._undone = (refs + self._undone)[:_MAX_UNDONE]
             log.warning("could not free %d acknowledged payloads yet (retried with the next trim): %s", len(refs), exc)
 
-    def dead_letter_fields(self, fields: Fields, payload: Buffer) -> dict[str, Any]:
-        """Keep a copy of a referenced payload for the dead letter (its original goes with its entry)."""
+    def dead_letter_fields(self, fields: Fields, payload: Buffer, target: str, keep: int) -> dict[str, Any]:
+        """Keep a copy of a referenced payload for the dead letter (its original goes with its entry); the copies
+        of `target`'s letters are as many as its dead-letter stream keeps: older ones are deleted."""
         ref = fields.get(b"r")
         if ref is None:
             return {"d": payload}
         dead = self.dead_copy(ref)
+        copies = self.broker.key("pl", "dead-list", target)
 
         def op(c: Any) -> None:
             pipe = c.pipeline(transaction=False)
             pipe.copy(ref, dead, replace=True)
             pipe.pexpire(dead, self.ttl_ms("dur"))
-            pipe.execute()
+            pipe.rpush(copies, dead)
+            pipe.lrange(copies, 0, -(keep + 1))
+            pipe.ltrim(copies, -keep, -1)
+            old = pipe.execute()[3]
+            if old:
+                c.unlink(*old)
 
         self.run(op)
         return {"r": dead}

@@ -110,7 +110,19 @@ def _deployment(
     }
 
 
-def _redis(app: str, svc: ServiceSpec, namespace: str, durable: bool) -> list[dict[str, Any]]:
+def durable_budget_mb(app: EdgeApp) -> int:
+    """MiB a Redis needs for the app's durable links: each stream's byte budget, the dead letters, some room."""
+    streams: dict[tuple[str, str], int] = {}
+    targets = set()
+    for ln in app.links:
+        if ln.qos == "durable":
+            key = (ln.topic, ln.variant)
+            streams[key] = min(streams.get(key, ln.max_bytes), ln.max_bytes)
+            targets.add(ln.target)
+    return (sum(streams.values()) >> 20) + 64 * len(targets) + 128
+
+
+def _redis(app: str, svc: ServiceSpec, namespace: str, durable: bool, budget_mb: int = 0) -> list[dict[str, Any]]:
     name = k8s_name(svc.name, "broker service")
     labels = _labels(app, name, "broker")
     labels["edgeflow.io/broker-role"] = check_label_value(svc.role, "broker role")
@@ -127,6 +139,9 @@ def _redis(app: str, svc: ServiceSpec, namespace: str, durable: bool) -> list[di
             "--save",
             "",
             *(["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]),
+            # Durable frames must never be evicted: Redis refuses writes when full (the producers wait, counted)
+            # and its memory is bounded by the links' byte budgets.
+            *(["--maxmemory", f"{budget_mb}mb", "--maxmemory-policy", "noeviction"] if durable else []),
             *svc.args,
         ],
         "ports": [{"name": "redis", "containerPort": svc.port, "protocol": "TCP"}],
@@ -319,7 +334,8 @@ def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": ns_labels}}
     ]
     for svc in services:
-        objects += _redis(app_label, svc, namespace, durable=any(ln.qos == "durable" for ln in app.links))
+        durable = any(ln.qos == "durable" for ln in app.links)
+        objects += _redis(app_label, svc, namespace, durable=durable, budget_mb=durable_budget_mb(app))
     for spec in app.nodes.values():
         objects += _node(app, spec, names[spec.name], options, env, app_label)
     return objects

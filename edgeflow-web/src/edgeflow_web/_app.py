@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from functools import cache
 from importlib import resources
@@ -17,10 +19,35 @@ from ._streams import BOUNDARY, TopicStream
 if TYPE_CHECKING:
     from .interface import WebInterface
 
-__all__ = ["MJPEGResponse", "build_app", "snapshot"]
+__all__ = ["MJPEGResponse", "SafeJSONResponse", "build_app", "json_text", "snapshot"]
 
 _PUSH_EVERY = 1.0
 _NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate", "Pragma": "no-cache"}
+
+
+def _finite(obj: Any, depth: int = 0) -> Any:
+    """`obj` with every NaN or infinity replaced by None (JSON has no such numbers, and browsers refuse them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if depth > 64:
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, depth + 1) for v in obj]
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """`obj` as strict JSON: non-finite numbers become null, and anything else unencodable its str()."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str, separators=(",", ":"))
+
+
+class SafeJSONResponse(JSONResponse):
+    """FastAPI's JSON response, with non-finite numbers as null instead of an error."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content).encode()
 
 
 class MJPEGResponse(Response):
@@ -131,13 +158,19 @@ def _unknown_topic(web: WebInterface, topic: str) -> JSONResponse:
     known = web.topics()
     listing = ", ".join(known) or "none yet"
     what = f"unknown topic {topic!r}" if topic else "no image topic has reached the gateway yet"
-    return JSONResponse({"detail": f"{what}; known topics: {listing}", "topics": known}, status_code=404)
+    return SafeJSONResponse({"detail": f"{what}; known topics: {listing}", "topics": known}, status_code=404)
 
 
 def build_app(web: WebInterface) -> FastAPI:
     """Build the FastAPI app of `web`, user routes first so that they win a clash with the built-in ones."""
     # No Swagger UI: it loads its assets from a CDN, which a gateway on a robot usually can't reach.
-    api = FastAPI(title="EdgeFlow gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(
+        title="EdgeFlow gateway",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=SafeJSONResponse,
+    )
     for path, endpoint, methods, kwargs in web.user_routes:
         api.add_api_route(path, endpoint, methods=methods, **kwargs)
 
@@ -147,8 +180,12 @@ def build_app(web: WebInterface) -> FastAPI:
         return RedirectResponse("/dashboard" + (f"?{query}" if query else ""))
 
     @api.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "gateway": web.gateway.name}
+    async def health() -> JSONResponse:
+        # Liveness: the web server answers, and the gateway's TCP intake can accept connections (it retries when
+        # the process runs out of file descriptors; restarting the pod is the cure if that lasts).
+        intake = getattr(web.gateway, "intake_ok", lambda: True)()
+        body = {"status": "ok" if intake else "intake down", "gateway": web.gateway.name, "intake": intake}
+        return SafeJSONResponse(body, status_code=200 if intake else 503)
 
     @api.get("/ready")
     def ready() -> JSONResponse:
@@ -157,7 +194,7 @@ def build_app(web: WebInterface) -> FastAPI:
         broker = web.broker_answers()
         ok = receiving and broker
         body = {"status": "ready" if ok else "not ready", "receiving": receiving, "broker": broker}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return SafeJSONResponse(body, status_code=200 if ok else 503)
 
     @api.get("/api/status")
     async def status() -> dict[str, Any]:
@@ -207,7 +244,7 @@ def build_app(web: WebInterface) -> FastAPI:
         stream = web.hub.stream(topic)
         if stream.is_image_topic() is False:
             kind = (stream.status().get("data") or {}).get("kind")
-            return JSONResponse(
+            return SafeJSONResponse(
                 {
                     "detail": f"topic {topic!r} carries {kind} data, not images; /api/status shows it",
                     "topics": web.image_topics(),
@@ -224,10 +261,16 @@ def build_app(web: WebInterface) -> FastAPI:
     async def live(ws: WebSocket) -> None:
         await ws.accept()
         try:
+            next_push = 0.0
             while not web.closing:
-                await ws.send_json(await run_in_threadpool(snapshot, web))
+                now = time.monotonic()
+                if now >= next_push:
+                    # One snapshot a second whatever the client sends: its messages are read and dropped, so a
+                    # client can't make the gateway build snapshots as fast as it can send.
+                    await ws.send_text(json_text(await run_in_threadpool(snapshot, web)))
+                    next_push = now + _PUSH_EVERY
                 try:
-                    await asyncio.wait_for(ws.receive_text(), _PUSH_EVERY)
+                    await asyncio.wait_for(ws.receive_text(), max(0.0, next_push - time.monotonic()))
                 except TimeoutError:
                     pass
         except WebSocketDisconnect:

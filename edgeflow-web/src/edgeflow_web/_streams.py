@@ -34,6 +34,8 @@ BOUNDARY = "edgeflowframe"
 _RATE_WINDOW = 2.0
 # At most this many frames wait in a jitter buffer; past it the oldest leaves early rather than memory growing.
 _MAX_BUFFERED = 64
+# Topics a hub keeps; frames of further ones are dropped (the gateway's intake only takes linked topics anyway).
+MAX_TOPICS = 256
 
 
 class _Rate:
@@ -65,7 +67,10 @@ class TopicStream:
         self._capped = False  # the encoder is waiting for its next JPEG to be due, with a frame to encode already
         self._cond = threading.Condition()
         # Intake side, guarded by _cond.
-        self._heap: list[tuple[float, int, float, Frame]] = []
+        # The jitter buffer: frames by timestamp (to release in order) and by arrival (to know when one is due).
+        self._heap: list[tuple[float, int, Frame]] = []
+        self._arrivals: deque[tuple[float, int, float]] = deque()  # arrival, id, timestamp
+        self._released_ids: set[int] = set()
         self._tiebreak = itertools.count()
         self._latest: Frame | None = None
         self._seq = 0
@@ -76,6 +81,8 @@ class TopicStream:
         self.last_arrival: float | None = None
         self.received = 0
         self.late = 0
+        self.clock_jumps = 0
+        self._reorder_window = max(1.0, 4 * self.buffer_delay)
         self.encoded = 0
         self.encode_failed = 0
         self.encode_ms: deque[float] = deque(maxlen=256)
@@ -101,7 +108,9 @@ class TopicStream:
             if not image:
                 return
             if self.buffer_delay > 0:
-                heapq.heappush(self._heap, (frame.timestamp, next(self._tiebreak), now, frame))
+                n = next(self._tiebreak)
+                heapq.heappush(self._heap, (frame.timestamp, n, frame))
+                self._arrivals.append((now, n, frame.timestamp))
                 self._release_due(now)
             else:
                 self._release(frame)
@@ -109,23 +118,38 @@ class TopicStream:
                 self._cond.notify()  # a capped encoder sleeps until its next JPEG is due: no wake-up per frame
 
     def _release(self, frame: Frame) -> None:
-        # A frame older than one already shown would make the video jump back: drop it.
-        if frame.timestamp < self._released_ts:
-            self.late += 1
-            return
+        # A frame a little older than one already shown (replicas finishing out of order) would make the video
+        # jump back: drop it. Much older means the clock jumped (a producer's clock stepped back, or one frame
+        # carried a bogus future stamp): timestamps are data, so arrival order wins and the baseline moves.
+        behind = self._released_ts - frame.timestamp
+        if behind > 0:
+            if behind <= self._reorder_window:
+                self.late += 1
+                return
+            self.clock_jumps += 1
         self._released_ts = frame.timestamp
         self._latest = frame
         self._seq += 1
 
     def _release_due(self, now: float) -> None:
-        heap = self._heap
-        while heap and (heap[0][2] + self.buffer_delay <= now or len(heap) > _MAX_BUFFERED):
-            self._release(heapq.heappop(heap)[3])
+        # A frame is due `buffer_delay` after it arrived (whatever its timestamp says); it goes out with every frame
+        # stamped no later than it, in timestamp order. A bogus or stepped-back timestamp can't hold the others.
+        heap, arrivals, done = self._heap, self._arrivals, self._released_ids
+        while arrivals and (arrivals[0][0] + self.buffer_delay <= now or len(heap) > _MAX_BUFFERED):
+            _, n, ts = arrivals.popleft()
+            if n in done:
+                done.discard(n)
+                continue
+            while heap and heap[0][0] <= ts:
+                _, m, frame = heapq.heappop(heap)
+                if m != n:
+                    done.add(m)
+                self._release(frame)
 
     def _next_due(self, now: float) -> float:
-        if not self._heap:
+        if not self._arrivals:
             return 1.0
-        return min(1.0, max(0.0, self._heap[0][2] + self.buffer_delay - now))
+        return min(1.0, max(0.0, self._arrivals[0][0] + self.buffer_delay - now))
 
     # Encoder --------------------------------------------------------------------------------------------
     def _encode_loop(self) -> None:
@@ -253,6 +277,7 @@ class TopicStream:
                 "stream_fps": round(self._out_rate.per_second(now), 2),
                 "received": self.received,
                 "late": self.late,
+                "clock_jumps": self.clock_jumps,
                 "buffered": len(self._heap),
                 "encoded": self.encoded,
                 "encode_ms": round(sorted(self.encode_ms)[len(self.encode_ms) // 2], 3) if self.encode_ms else None,
@@ -282,10 +307,15 @@ class TopicStream:
 class StreamHub:
     """Every topic's stream, created on first frame or first mention."""
 
-    def __init__(self, *, buffer_delay: float = 0.0, quality: int = 80, max_fps: float = 0.0) -> None:
+    def __init__(
+        self, *, buffer_delay: float = 0.0, quality: int = 80, max_fps: float = 0.0, max_topics: int = MAX_TOPICS
+    ) -> None:
         self.buffer_delay = buffer_delay
         self.quality = quality
         self.max_fps = max_fps
+        self.max_topics = max_topics
+        #: Frames dropped because their topic would have been one too many.
+        self.dropped = 0
         self._streams: dict[str, TopicStream] = {}
         self._lock = threading.Lock()
 
@@ -307,8 +337,20 @@ class StreamHub:
         return self._streams.get(topic)
 
     def put(self, topic: str, frame: Frame) -> None:
-        """Hand a frame to its topic's stream."""
-        self.stream(topic).put(frame)
+        """Hand a frame to its topic's stream; a frame of a topic beyond `max_topics` is dropped, counted."""
+        stream = self._streams.get(topic)
+        if stream is None:
+            with self._lock:
+                full = topic not in self._streams and len(self._streams) >= self.max_topics
+                if full:
+                    self.dropped += 1
+            if full:
+                if self.dropped == 1:
+                    log.warning("web: more than %d topics; frames of further ones are dropped (counted)",
+                                self.max_topics)  # fmt: skip
+                return
+            stream = self.stream(topic)
+        stream.put(frame)
 
     def names(self) -> list[str]:
         """Return the topics seen so far, in order of first appearance."""

@@ -42,6 +42,9 @@ class WebInterface(GatewayInterface):
             newest frame at the time. Defaults to GATEWAY_STREAM_MAX_FPS or 60 (what a display shows); 0 for
             every frame. Frames still reach the gateway, its API and its dashboard at their own rate.
         token: the secret that every request must carry; defaults to the EDGEFLOW_TOKEN environment variable.
+        header_timeout: seconds a request's headers may take to arrive; slower ones are closed.
+        max_connections: HTTP connections held at once; more are refused (so that they can't take every file
+            descriptor of the process).
         history_seconds: how many seconds of figures the dashboard's charts can show (one sample a second).
     """
 
@@ -54,6 +57,8 @@ class WebInterface(GatewayInterface):
         quality: int = 80,
         max_fps: float | None = None,
         token: str | None = None,
+        header_timeout: float = 10.0,
+        max_connections: int = 256,
         history_seconds: int = 600,
     ) -> None:
         if buffer_delay < 0:
@@ -72,6 +77,10 @@ class WebInterface(GatewayInterface):
         if not 0 <= max_fps <= 10_000:
             raise ConfigurationError(f"WebInterface: max_fps must be in 0..10000 (0: no cap), got {max_fps!r}")
         self.max_fps = float(max_fps)
+        if header_timeout <= 0 or max_connections < 1:
+            raise ConfigurationError("WebInterface: header_timeout must be > 0 and max_connections >= 1")
+        self.header_timeout = float(header_timeout)
+        self.max_connections = int(max_connections)
         self.hub = StreamHub(buffer_delay=self.buffer_delay, quality=quality, max_fps=self.max_fps)
         self.user_routes: list[tuple[str, Callable[..., Any], list[str], dict[str, Any]]] = []
         self.history = History(self._figures, seconds=max(10, int(history_seconds)))
@@ -184,8 +193,13 @@ class WebInterface(GatewayInterface):
             lifespan="off",
             # uvloop and httptools (dependencies of edgeflow-web) when installed: cheaper writes per viewer.
             loop="uvloop" if _has("uvloop") else "asyncio",
-            http="httptools" if _has("httptools") else "h11",
+            http=_http_protocol(self.header_timeout, self.max_connections),
             ws="websockets-sansio",
+            # The dashboard sends nothing on its WebSocket: a client's messages stay small.
+            ws_max_size=64 * 1024,
+            timeout_keep_alive=5,
+            limit_concurrency=self.max_connections,
+            h11_max_incomplete_event_size=16 * 1024,
             timeout_graceful_shutdown=1,
         )
         # Load the app and import the protocol and loop modules here, on the calling thread, before the server
@@ -241,3 +255,15 @@ class WebInterface(GatewayInterface):
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _http_protocol(header_timeout: float, max_connections: int) -> Any:
+    """uvicorn's httptools protocol with a header deadline and a connection cap, or h11 (no deadline) without it."""
+    if not _has("httptools"):
+        log.warning("web: httptools is not installed; HTTP requests have no header deadline (pip install httptools)")
+        return "h11"
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from ._guard import guarded_protocol
+
+    return guarded_protocol(HttpToolsProtocol, header_timeout=header_timeout, max_connections=max_connections)

@@ -116,8 +116,11 @@ class DataPlane:
     def release(self, entries: Sequence[Fields]) -> None:
         """Release the payloads of durable entries that every target acknowledged (they are being trimmed)."""
 
-    def dead_letter_fields(self, fields: Fields, payload: Buffer) -> dict[str, Any]:
-        """Return the fields that keep an entry's payload in the dead-letter stream, beyond the entry's life."""
+    def dead_letter_fields(self, fields: Fields, payload: Buffer, target: str, keep: int) -> dict[str, Any]:
+        """Return the fields that keep an entry's payload in `target`'s dead-letter stream, beyond the entry's life.
+
+        The stream keeps its newest `keep` letters; a plane that keeps payloads elsewhere keeps no more than that.
+        """
         return {"d": payload}
 
     def publisher(self, publisher: RedisPublisher) -> Publisher:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from ..config import settings
+from ..errors import ConfigurationError
 from ..frame import Frame
 from ..nodes import GatewayNode
 from ..tcp import FrameServer
@@ -48,14 +49,24 @@ class GatewayWorker(Worker):
         def on_reject(source: str, why: str) -> None:
             self.stats.rejected += 1
 
-        server = FrameServer(
-            host,
-            port,
-            on_frame,
-            token=settings.EDGEFLOW_TOKEN,
-            max_frame_bytes=settings.MAX_FRAME_BYTES,
-            on_reject=on_reject,
-        )
+        where = "tcp_port of the gateway node" if "tcp_port" in self.spec.params else "GATEWAY_TCP_PORT"
+        try:
+            server = FrameServer(
+                host,
+                port,
+                on_frame,
+                token=settings.EDGEFLOW_TOKEN,
+                app=app.name,
+                sources=node.topics,
+                max_frame_bytes=settings.MAX_FRAME_BYTES,
+                on_reject=on_reject,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"gateway {self.spec.name!r} can't receive frames on tcp {host}:{port}: {exc.strerror or exc}; "
+                f"free the port or set {where} to another one"
+            ) from exc
+        node.intake = server
         server.start()
         node.aggregator.start()
         self.logger.info("gateway %r receives frames on tcp %s:%d", self.spec.name, host, server.port)

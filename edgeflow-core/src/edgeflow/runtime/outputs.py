@@ -77,7 +77,9 @@ class Outputs:
             if ln.transport == "tcp":
                 gw = app.nodes[ln.target]
                 port = int(gw.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
-                self.senders.append(FrameSender(settings.GATEWAY_HOST, port, topic, settings.EDGEFLOW_TOKEN))
+                self.senders.append(
+                    FrameSender(settings.GATEWAY_HOST, port, topic, settings.EDGEFLOW_TOKEN, app=app.name)
+                )
 
     def emit(self, frame: Frame) -> bool:
         """Send `frame` on every output link; False when the broker could not take it (counted)."""

@@ -79,14 +79,20 @@ class _ReaderWorker(Worker):
                 self.outage.failed(exc)
                 continue
             done: list[Delivery] = []
+            alive_at = time.monotonic()
             try:
-                for d in deliveries:
+                for i, d in enumerate(deliveries):
                     if stop.is_set() and done:
                         break  # stop taking work; unacknowledged durable frames go to a live replica
                     self.stats.received(d.frame.timestamp, d.source)
                     self.outputs.tracer.read(d.frame, read_at)
                     self._handle_with_retries(node, d)
                     done.append(d)
+                    if time.monotonic() - alive_at >= self.sub.keepalive_every and i + 1 < len(deliveries):
+                        # The whole batch is ours until acknowledged, the frames done included: no other replica
+                        # takes it over.
+                        self.sub.keepalive(deliveries)
+                        alive_at = time.monotonic()
                 if done and self.settle(node, done):
                     self.sub.ack(done)
             except BrokerError as exc:
@@ -95,11 +101,20 @@ class _ReaderWorker(Worker):
             self.stats.extra["dead_letters"] = self.sub.dead
             self.stats.extra["lost"] = self.sub.lost
             self.sync_counters()
-        self.sub.close()
 
     def settle(self, node: Node, done: list[Delivery]) -> bool:
         """Called before a batch is acknowledged; False keeps it unacknowledged (it comes again)."""
         return True
+
+    def _teardown(self) -> None:
+        sub = getattr(self, "sub", None)
+        if sub is not None:
+            del self.sub
+            try:
+                sub.close()
+            except Exception as exc:
+                self.errors(f"node {self.spec.name!r}: closing its subscription failed: {exc}", exc)
+        super()._teardown()
 
     def _handle_with_retries(self, node: Node, d: Delivery) -> None:
         node.current_source = d.source
@@ -143,14 +158,17 @@ class _ReaderWorker(Worker):
 
     def probe(self) -> dict[str, Any]:
         out = super().probe()
-        if self.replica == 0 and self.node is not None:
-            # One replica per process reports its links' backlog: the group's, the same for every replica.
-            out["links"] = self._backlogs(self.node)
+        if self.replica == 0:
+            # One replica per process reports its links' backlog: the group's, the same for every replica. The
+            # links are kept once known, so that the last report, after the node closed, still has them.
+            if getattr(self, "_probed", None) is None and self.node is not None:
+                self._probed = self.inputs(self.node)
+            out["links"] = self._backlogs(getattr(self, "_probed", None) or [])
         return out
 
-    def _backlogs(self, node: Node) -> list[dict[str, Any]]:
+    def _backlogs(self, links: list[Link]) -> list[dict[str, Any]]:
         out = []
-        for ln in self.inputs(node):
+        for ln in links:
             try:
                 backlog = self.ctx.broker.link_backlog(ln.topic, ln.target, ln.variant)
             except BrokerError:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["AppLoaded", "loading", "main", "run_app"]
 
 log = logging.getLogger("edgeflow.runner")
+#: Seconds the nodes get to stop after SIGTERM; the process exits within about STOP_TIMEOUT + 0.5 s.
 STOP_TIMEOUT = 4.0
 #: Set while `edgeflow.loader.load_app` imports a file: `app.run()` then hands the app back instead of running.
 loading: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeflow_loading", default=False)
@@ -43,12 +44,23 @@ class AppLoaded(BaseException):
         self.app = app
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1, for --replicas."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}: a node with no replica runs nothing")
+    return value
+
+
 def _parser(app: EdgeApp) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=sys.argv[0] if sys.argv else app.name, description=f"Run the EdgeFlow app {app.name!r}."
     )
     p.add_argument("--node", metavar="NAME", help="run only this node (default: every node in this process)")
-    p.add_argument("--replicas", type=int, metavar="N", help="replicas of --node to run here (default: as declared)")
+    p.add_argument("--replicas", type=_positive, metavar="N", help="replicas of --node to run here (default: declared)")
     p.add_argument("--list", action="store_true", help="print the nodes and links, then exit")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     return p
@@ -116,6 +128,10 @@ def _exporters() -> list[Any]:
     return [get_exporter(name)() for name in dict.fromkeys(wanted)]
 
 
+class _StoppedWhileStarting(BaseException):
+    """Raised by the signal handler while the runner starts, to leave a blocking connect at once."""
+
+
 def run_app(
     app: EdgeApp,
     names: Sequence[str],
@@ -127,12 +143,61 @@ def run_app(
 ) -> dict[str, dict[str, Any]]:
     """Run the nodes `names` of `app` until SIGINT/SIGTERM, `stop`, or the end of their streams.
 
-    Returns each node's final counters, summed over the replicas run here.
+    Returns each node's final counters, summed over the replicas run here. SIGINT and SIGTERM are handled from
+    the first moment: during start-up (a Redis that does not answer, say) they end the run at once; once the
+    nodes run, they stop within STOP_TIMEOUT seconds, giving up on a broker that does not answer by then.
     """
     stop = stop or threading.Event()
+    starting = [True]
+    previous: dict[int, Any] = {}
+    if install_signals and threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if stop.is_set():
+                return
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
+            if starting[0]:
+                raise _StoppedWhileStarting
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+    broker = app.broker
+    server: list[EmbeddedRedis] = []
+    ctx: RunContext | None = None
+    try:
+        ctx = _start(app, names, replicas, embedded, stop, server)
+        starting[0] = False
+        if stop.is_set():
+            return _summary(ctx)
+        _wait(ctx)
+    except _StoppedWhileStarting:
+        log.info("app %r stopped while it was starting", app.name)
+    finally:
+        starting[0] = False
+        stop.set()
+        _shut_down(ctx, broker, server)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if ctx is None:
+        return {}
+    log.info("app %r stopped", app.name)
+    fatal = next((w.fatal for w in ctx.workers if w.fatal is not None), None)
+    if fatal is not None:
+        raise fatal
+    return _summary(ctx)
+
+
+def _start(
+    app: EdgeApp,
+    names: Sequence[str],
+    replicas: int | None,
+    embedded: bool,
+    stop: threading.Event,
+    server: list[EmbeddedRedis],
+) -> RunContext:
     broker = app.broker
     broker.bind(app.name)
-    server: list[EmbeddedRedis] = []
 
     def start_embedded() -> str:
         srv = EmbeddedRedis().start()
@@ -149,7 +214,6 @@ def run_app(
         broker.ensure_server(start_embedded)
     broker.connect()
     log.info("app %r: broker %s at %s", app.name, type(broker).__name__, broker.display_url)
-
     reporter = StatsReporter(broker)
     reporter.exporters = _exporters()
     ctx = RunContext(app, broker, stop, reporter)
@@ -161,43 +225,25 @@ def run_app(
             w = make_worker(ctx, spec, i)
             ctx.workers.append(w)
             reporter.add(w.stats)
+    for w in ctx.workers:
+        w.start()
+    reporter.start()
+    return ctx
 
-    previous: dict[int, Any] = {}
-    if install_signals and threading.current_thread() is threading.main_thread():
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if stop.is_set():
-                return
-            log.info("received %s: stopping", signal.Signals(signum).name)
-            stop.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
-
-    try:
-        for w in ctx.workers:
-            w.start()
-        reporter.start()
-        _wait(ctx)
-    finally:
-        stop.set()
-        deadline = time.monotonic() + STOP_TIMEOUT
+def _shut_down(ctx: RunContext | None, broker: Any, server: list[EmbeddedRedis]) -> None:
+    """Join the workers and the reporter within STOP_TIMEOUT, then close the broker whatever they are doing."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    if ctx is not None:
         for w in ctx.workers:
             w.join(max(0.0, deadline - time.monotonic()))
         stuck = [w.thread.name for w in ctx.workers if w.thread is not None and w.thread.is_alive()]
         if stuck:
             log.warning("threads still busy at shutdown (left to exit with the process): %s", ", ".join(stuck))
-        reporter.stop()
-        broker.close()
-        for srv in server:
-            srv.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    log.info("app %r stopped", app.name)
-    fatal = next((w.fatal for w in ctx.workers if w.fatal is not None), None)
-    if fatal is not None:
-        raise fatal
-    return _summary(ctx)
+        ctx.reporter.stop(timeout=max(0.2, deadline - time.monotonic()))
+    broker.close()
+    for srv in server:
+        srv.stop()
 
 
 def _summary(ctx: RunContext) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..backoff import Backoff
 from ..errors import BrokerError
+from ..names import is_name
 from ..tracing import TraceSampler, breakdown, percentile
+from .supervisor import start_supervised
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -36,6 +39,8 @@ log = logging.getLogger("edgeflow.stats")
 STATS_CHANNEL = "stats"
 GONE_AFTER = 5.0
 _SAMPLES = 512
+#: End-to-end latencies beyond this many seconds (or below zero) are clock trouble, not latency.
+MAX_LATENCY = 3600.0
 #: Upper bounds (seconds) of the histograms' buckets: process times and latencies from 100 us to 10 s.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Sampled traces the aggregator keeps per path, and for how long.
@@ -99,6 +104,8 @@ class NodeStats:
         self.failed = 0
         self.rejected = 0
         self.last_input = 0.0
+        #: starting, running, restarting (after an unexpected death), stopped or failed; only "running" is up.
+        self.state = "starting"
         self.process_seconds = Histogram()
         self.proc_ms: deque[float] = _Timings(self.process_seconds)
         self.e2e_ms: deque[float] = deque(maxlen=_SAMPLES)
@@ -117,12 +124,18 @@ class NodeStats:
         now = time.time()
         self.last_input = now
         if timestamp is not None:
-            self.e2e_ms.append((now - timestamp) * 1000.0)
-            if source is not None:
-                hist = self.latency.get(source)
-                if hist is None:
-                    hist = self.latency[source] = Histogram()
-                hist.observe(max(0.0, now - timestamp))
+            latency = now - timestamp
+            # Timestamps are data: a stamp from the future or from long ago (a clock that jumped, a bogus frame)
+            # says nothing of latency, and is counted instead of skewing the percentiles.
+            if 0.0 <= latency <= MAX_LATENCY:
+                self.e2e_ms.append(latency * 1000.0)
+                if source is not None:
+                    hist = self.latency.get(source)
+                    if hist is None:
+                        hist = self.latency[source] = Histogram()
+                    hist.observe(latency)
+            else:
+                self.extra["clock_skewed"] = self.extra.get("clock_skewed", 0) + 1
 
     def seconds_since_input(self) -> float:
         """Return seconds since the last incoming frame (infinite when none came)."""
@@ -141,6 +154,7 @@ class NodeStats:
             "device": self.device,
             "instance": self.instance,
             "replica": self.replica,
+            "state": self.state,
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "fps_in": round((self.frames_in - in0) / dt, 2),
@@ -177,9 +191,22 @@ class StatsReporter:
         self.interval = interval
         self.stats: list[NodeStats] = []
         self.exporters: list[Any] = []
+        self._exporter_errors: dict[int, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+
+    def _exporter_failed(self, exporter: Any, exc: Exception) -> None:
+        """Log an exporter's failure with its traceback once, then once a minute with a count (not every second)."""
+        now = time.monotonic()
+        last, count = self._exporter_errors.get(id(exporter), (0.0, 0))
+        if count == 0:
+            log.exception("metrics exporter %r failed; its figures are not exported while it does", exporter)
+            last = now
+        elif now - last >= 60.0:
+            log.error("metrics exporter %r still fails (%d times in the last minute): %s", exporter, count, exc)
+            last, count = now, 0
+        self._exporter_errors[id(exporter)] = (last, count + 1)
 
     def add(self, stats: NodeStats) -> None:
         """Report `stats` from now on."""
@@ -192,8 +219,8 @@ class StatsReporter:
             for exporter in self.exporters:
                 try:
                     exporter.export(record)
-                except Exception:
-                    log.exception("metrics exporter %r failed", exporter)
+                except Exception as exc:
+                    self._exporter_failed(exporter, exc)
             try:
                 self.broker.emit(STATS_CHANNEL, json.dumps(record).encode())
                 if self._down:
@@ -206,19 +233,59 @@ class StatsReporter:
 
     def start(self) -> None:
         """Start reporting in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="edgeflow-stats", daemon=True)
-        self._thread.start()
+        self._thread = start_supervised(self._loop, "edgeflow-stats", self._stop, log)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.report_once()
+        self.report_once()  # the last figures, from this thread: a frozen broker never holds up a shutdown
 
-    def stop(self) -> None:
-        """Stop reporting after one last report."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop reporting after one last report, waiting for it at most `timeout` seconds."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2)
-        self.report_once()
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                log.warning("the last statistics did not reach the broker within %.1fs; left behind", timeout)
+        else:
+            self.report_once()
+
+
+#: Replicas an aggregator keeps track of; more (made up by someone on the control plane) push the silent ones out.
+MAX_INSTANCES = 4096
+#: The largest statistics report taken from the control plane.
+MAX_REPORT_BYTES = 64 * 1024
+
+
+def _traces(value: Any) -> list[tuple[tuple[tuple[str, str], ...], list[list[float]]]]:
+    """A report's sampled traces as the aggregator keeps them: 64 paths of short names, 256 samples of finite
+    numbers each, at most; anything else in them is left out."""
+    out: list[tuple[tuple[tuple[str, str], ...], list[list[float]]]] = []
+    for entry in value[:64] if isinstance(value, list) else []:
+        try:
+            key = tuple((str(n)[:64], str(k)[:16]) for n, k in entry["path"][:64])
+            samples = [[float(v) for v in s[: len(key) - 1]] for s in entry["samples"][:256]]
+        except (KeyError, TypeError, ValueError):
+            continue
+        out.append((key, [s for s in samples if all(math.isfinite(v) for v in s)]))
+    return out
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A report's value as the aggregator keeps it: finite numbers (others None), short strings, small nestings."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:256]
+    if depth >= 4:
+        return None
+    if isinstance(value, dict):
+        return {str(k)[:64]: _clean(v, depth + 1) for k, v in list(value.items())[:128]}
+    if isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value[:256]]
+    return None
 
 
 class StatsAggregator:
@@ -229,6 +296,8 @@ class StatsAggregator:
         self.graph = graph
         self.gone_after = gone_after
         self._latest: dict[str, dict[str, Any]] = {}
+        #: Reports from the control plane that were not valid (counted, dropped).
+        self.rejected = 0
         self._depths: dict[tuple[str, str], int | None] = {}
         self._pending: dict[tuple[str, str], int | None] = {}
         self._traces: dict[tuple[tuple[str, str], ...], deque[tuple[float, list[float]]]] = {}
@@ -236,25 +305,27 @@ class StatsAggregator:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def ingest(self, record: dict[str, Any]) -> None:
-        """Take one replica's report."""
-        record["seen"] = now = time.time()
-        traces = record.pop("traces", None)
+    def ingest(self, record: dict[str, Any]) -> bool:
+        """Take one replica's report; False when it is not a valid report (the control plane is not trusted)."""
+        traces = _traces(record.pop("traces", None)) if isinstance(record, dict) else []
+        clean = _clean(record)
+        if not isinstance(clean, dict) or not is_name(clean.get("node")) or not isinstance(clean.get("instance"), str):
+            self.rejected += 1
+            return False
+        clean["seen"] = now = time.time()
         with self._lock:
-            self._latest[str(record.get("instance"))] = record
-            # Bounded whatever a record claims: 64 paths of 64 stamps, 256 samples each.
-            for entry in traces[:64] if isinstance(traces, list) else []:
-                try:
-                    key = tuple((str(n), str(k)) for n, k in entry["path"][:64])
-                    samples = [[float(v) for v in s[:63]] for s in entry["samples"][:256]]
-                except (KeyError, TypeError, ValueError):
-                    continue
-                kept = self._traces.get(key)
+            self._latest[clean["instance"]] = clean
+            if len(self._latest) > MAX_INSTANCES:  # a flood of made-up replicas: the longest silent ones go
+                for key in sorted(self._latest, key=lambda k: self._latest[k]["seen"])[: len(self._latest) // 4]:
+                    del self._latest[key]
+            for path, samples in traces:
+                kept = self._traces.get(path)
                 if kept is None:
                     if len(self._traces) >= 64:
                         continue
-                    kept = self._traces[key] = deque(maxlen=_TRACE_KEEP)
+                    kept = self._traces[path] = deque(maxlen=_TRACE_KEEP)
                 kept.extend((now, s) for s in samples)
+        return True
 
     def _listen(self) -> None:
         listener = None
@@ -272,11 +343,13 @@ class StatsAggregator:
             if raw is None:
                 continue
             try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "node" in record:
-                self.ingest(record)
+                record = json.loads(raw) if len(raw) <= MAX_REPORT_BYTES else None
+            except (ValueError, RecursionError):
+                record = None
+            if isinstance(record, dict):
+                self.ingest(record)  # it counts what it refuses
+            else:
+                self.rejected += 1
         if listener is not None:
             listener.close()
 
@@ -296,9 +369,7 @@ class StatsAggregator:
     def start(self) -> None:
         """Start listening and polling in daemon threads."""
         for target in (self._listen, self._poll_depths):
-            t = threading.Thread(target=target, name=f"edgeflow-agg-{target.__name__}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._threads.append(start_supervised(target, f"edgeflow-agg{target.__name__}", self._stop, log))
 
     def stop(self) -> None:
         """Stop the threads."""
@@ -316,8 +387,16 @@ class StatsAggregator:
             mine = [r for r in records if r.get("node") == spec["name"]]
             alive = [r for r in mine if now - r["seen"] <= self.gone_after]
             entry: dict[str, Any] = dict(spec)
-            entry["replicas_alive"] = len(alive)
-            entry["status"] = "up" if alive else ("gone" if mine else "unknown")
+            running = [r for r in alive if r.get("state", "running") == "running"]
+            entry["replicas_alive"] = len(running)
+            if running:
+                entry["status"] = "up"
+            elif alive:
+                # Reporting, but not running: failed for good, restarting after a death, starting, or stopped.
+                states = {str(r.get("state")) for r in alive}
+                entry["status"] = next((s for s in ("failed", "restarting", "starting") if s in states), "stopped")
+            else:
+                entry["status"] = "gone" if mine else "unknown"
             for key in ("frames_in", "frames_out", "dropped", "failed", "rejected"):
                 entry[key] = sum(int(r.get(key) or 0) for r in mine)
             for key in ("fps_in", "fps_out"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 
 from ..frame import Frame
 
@@ -28,6 +29,10 @@ class Synchronizer:
         self.slop = float(slop)
         self.queue_size = queue_size
         self.dropped = 0
+        #: Frames whose stamp was far older than a match already made on their topic: the baseline moved.
+        self.clock_jumps = 0
+        #: How far behind a topic's last match a frame may be and still be late, not a clock jump.
+        self.window = max(1.0, 10 * self.slop)
         self._queues: dict[str, list[Frame]] = {t: [] for t in self.topics}
         self._keys: dict[str, list[float]] = {t: [] for t in self.topics}
         self._last: dict[str, float] = {}
@@ -45,9 +50,24 @@ class Synchronizer:
         if topic not in self._queues:
             raise KeyError(f"unknown topic {topic!r}; expected one of {self.topics}")
         ts = frame.timestamp
-        if ts <= self._last.get(topic, float("-inf")):
+        if ts > time.time() + self.window:
+            # Stamped in the future beyond any clock drift: it would be every other topic's pivot, and they would
+            # all be dropped as stale behind it. It is the bogus one: dropped, counted.
             self.dropped += 1
+            self.clock_jumps += 1
             return []
+        last = self._last.get(topic, float("-inf"))
+        if ts <= last:
+            if last - ts <= self.window:
+                self.dropped += 1
+                return []
+            # Much older than a match made on its topic: that topic's clock jumped (or one stamp was bogus).
+            # Timestamps are data: start the topic afresh instead of dropping everything it sends from now on.
+            self.clock_jumps += 1
+            self._last.pop(topic)
+            self.dropped += len(self._queues[topic])
+            self._queues[topic].clear()
+            self._keys[topic].clear()
         keys = self._keys[topic]
         i = bisect.bisect_right(keys, ts)
         keys.insert(i, ts)

@@ -11,7 +11,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from ..backoff import Backoff
+from ..errors import ConfigurationError, EdgeFlowError, NodeError
 from ..nodes import Node
 from .outage import Outage
 from .outputs import Outputs
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["ErrorLog", "RunContext", "Worker"]
 
 log = logging.getLogger("edgeflow.runner")
+
+#: A replica that dies this many times within RESTART_WINDOW seconds is given up, and the process fails.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
 
 
 @dataclass
@@ -75,8 +80,10 @@ class Worker:
         self.node: Node | None = None
         self.thread: threading.Thread | None = None
         self.finished = threading.Event()
-        #: What ended the loop when it could not run at all (a mistake in the app): the runner stops and raises it.
-        self.fatal: ConfigurationError | None = None
+        #: Why the replica can't go on (a mistake in the app, or dying again and again): the runner stops and
+        #: raises it, so the process exits non-zero.
+        self.fatal: EdgeFlowError | None = None
+        self._deaths: list[float] = []
         self.consumer_name = f"{socket.gethostname()}-{os.getpid()}-{replica}"
 
     # Set-up -------------------------------------------------------------------------------------------
@@ -99,6 +106,7 @@ class Worker:
                 f"`output_topic = {node.output_topic!r}` on the class or @app.node(..., output_topic=...)"
             )
         self.node = node
+        self.stats.state = "running"
         return node
 
     def emit(self, frame: Frame) -> bool:
@@ -111,25 +119,61 @@ class Worker:
         self.thread.start()
 
     def _main(self) -> None:
+        """Run the loop; a replica that dies of an unexpected error is built again and restarted with backoff."""
+        backoff = Backoff(0.5, 10.0)
         try:
-            self.run()
-        except ConfigurationError as exc:
-            self.fatal = exc
-            self.errors(f"node {self.spec.name!r} can't run: {exc}")
-        except Exception as exc:
-            self.errors(f"node {self.spec.name!r} stopped: {type(exc).__name__}: {exc}", exc)
+            while True:
+                self.stats.state = "starting"
+                try:
+                    self.run()
+                    return
+                except ConfigurationError as exc:
+                    self.fatal = exc
+                    self.errors(f"node {self.spec.name!r} can't run: {exc}")
+                    return
+                except Exception as exc:
+                    if not self._died(exc) or backoff.wait(self.ctx.stop):
+                        return
+                self._teardown()
+                self.outputs = Outputs(self.ctx, self.spec, self.stats, self.logger, self.errors, self.outage)
+                self.node = None
         finally:
+            self.stats.state = "failed" if self.fatal is not None else "stopped"
             self._teardown()
             self.finished.set()
 
+    def _died(self, exc: Exception) -> bool:
+        """Count an unexpected death; True when the replica is restarted, False when it is given up."""
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
+        self.stats.extra["restarts"] = self.stats.extra.get("restarts", 0) + 1
+        why = f"{type(exc).__name__}: {exc}"
+        if len(self._deaths) >= MAX_RESTARTS:
+            self.fatal = NodeError(
+                f"node {self.spec.name!r} (replica {self.replica}) died {len(self._deaths)} times within "
+                f"{RESTART_WINDOW:.0f} s, the last of {why}; the process stops so that its supervisor (or you) can "
+                "see it: fix the node, or what it depends on, and start it again",
+                node=self.spec.name,
+            )
+            self.errors(str(self.fatal), exc)
+            return False
+        self.stats.state = "restarting"
+        self.errors(f"node {self.spec.name!r} died of {why}; restarting it (death {len(self._deaths)} of "
+                    f"{MAX_RESTARTS} allowed within {RESTART_WINDOW:.0f} s)", exc)  # fmt: skip
+        return not self.ctx.stop.is_set()
+
     def _teardown(self) -> None:
         if self.node is not None:
+            node, self.node = self.node, None
             try:
-                self.node.close()
+                node.close()
             except Exception as exc:
                 self.errors(f"node {self.spec.name!r}: close() failed: {exc}", exc)
         self.sync_counters()
-        self.outputs.close()
+        try:
+            self.outputs.close()
+        except Exception as exc:
+            self.errors(f"node {self.spec.name!r}: closing its outputs failed: {exc}", exc)
 
     def run(self) -> None:
         """The node's loop; returns when the context stops or the node ends."""
@@ -158,7 +202,7 @@ class Worker:
         out: dict[str, Any] = {
             "drops": {**self.input_drop_reasons(), **self.outputs.drop_reasons()},
             "broker_reconnects": self.outage.reconnects,
-            "alive": self.thread is not None and self.thread.is_alive() and not self.finished.is_set(),
+            "alive": self.stats.state == "running" and self.thread is not None and self.thread.is_alive(),
         }
         last = self.errors.last
         if last is not None:

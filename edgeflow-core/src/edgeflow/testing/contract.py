@@ -312,6 +312,22 @@ class BrokerContract:
         assert broker.replay_dead_letters("logger") == 1
         assert [(f.frame_id, f.data) for f in drain(third, 1, ack=True)] == [(7, "poison")], "replayed whole"
 
+    def test_a_byte_budget_blocks_the_producer_too(self, contract_broker: Broker) -> None:
+        broker = contract_broker
+        link = durable("cam", "archive", max_len=10_000, max_bytes=1 << 20)
+        pub = broker.publisher("cam", [link])
+        sub = broker.subscribe([link], "c0")
+        frame = np.zeros(100_000, np.uint8)
+        sent = 0
+        with pytest.raises(BackpressureError, match=r"max_bytes 1048576"):
+            while sent < 50:
+                pub.publish(Frame(sent, 0.0, {}, frame))
+                sent += 1
+        assert 10 <= sent <= 11, f"{sent} frames of 100,000 bytes before a 1 MiB budget held the producer"
+        got = drain(sub, sent, ack=True)
+        pub.publish(Frame(sent, 0.0, {}, frame))  # acknowledged: room again
+        assert [f.frame_id for f in got + drain(sub, 1, ack=True)] == list(range(sent + 1))
+
     def test_backpressure_blocks_the_producer_instead_of_dropping(self, contract_broker: Broker) -> None:
         broker = contract_broker
         link = durable("imu", "logger", max_len=10)

@@ -120,7 +120,7 @@ class RecordCollector(Collector):
             totals["dead"] += _num(r.get("dead_letters"))
             totals["lost"] += _num(r.get("lost"))
             totals["reconn"] += _num(r.get("broker_reconnects"))
-            totals["up"] += 1.0 if r.get("alive", True) else 0.0
+            totals["up"] += 1.0 if r.get("alive", True) and r.get("state", "running") == "running" else 0.0
             reasons = r.get("drops") if isinstance(r.get("drops"), dict) else {}
             named = 0.0
             for reason, n in reasons.items():

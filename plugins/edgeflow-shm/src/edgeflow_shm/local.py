@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -207,6 +208,7 @@ class ChannelSubscription(Subscription):
         self.reader = reader  # the payload reader of `inner`: the channel's slot locks live with its own
         self.consumer = consumer
         self.links = links
+        self.keepalive_every = inner.keepalive_every
         self.local_skipped = 0
         self.local_rejected = 0
         self.fast = fast
@@ -217,6 +219,7 @@ class ChannelSubscription(Subscription):
         self._seen_known = False
         self._next_refresh = time.monotonic() + _REFRESH_EVERY
         self._next_check = 0.0
+        self._host: str | None = None  # registered as a reader of another host (set when mapping is refused)
 
     def _count(self) -> None:
         inner = self.inner
@@ -234,9 +237,17 @@ class ChannelSubscription(Subscription):
     def _read(self, timeout: float) -> list[Delivery]:
         self.reader.release()  # the frames of the previous read are done: their slots may be written again
         now = time.monotonic()
+        if self.reader.refused is not None and self._host is None:
+            # This host's segments can't be mapped here: register as a reader elsewhere, so that producers put the
+            # payloads inline (within a second), and leave any channel.
+            self._host = f"{self.plane.host}:uid{os.getuid()}"
+            self.fast = False
+            if self.channel is not None:
+                self._leave_channel()
+            self._next_refresh = 0.0
         if now >= self._next_refresh:
             self._next_refresh = now + _REFRESH_EVERY
-            self.plane.register_reader(self.links, self.consumer, self.fast)
+            self.plane.register_reader(self.links, self.consumer, self.fast, self._host)
         if self.fast:
             if now >= self._next_check:
                 self._next_check = now + _CHANNEL_CHECK_EVERY
@@ -372,6 +383,9 @@ class ChannelSubscription(Subscription):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self.inner.ack(deliveries)
+
+    def keepalive(self, deliveries: Sequence[Delivery]) -> None:
+        self.inner.keepalive(deliveries)
 
     def flush(self) -> None:
         self.inner.flush()

@@ -15,6 +15,7 @@ file and a futex, with no stream entry at all (`local.py`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,18 @@ from edgeflow.errors import BackpressureError
 from edgeflow.frame import Buffer
 
 from ._channel import RING, futex_available
-from ._pool import SLOT_HEADER, ReaderFiles, Segment, align64, host_id, map_readonly, size_class, slot_info, stride
+from ._pool import (
+    SHM_DIR,
+    SLOT_HEADER,
+    ReaderFiles,
+    Segment,
+    align64,
+    host_id,
+    map_readonly,
+    size_class,
+    slot_info,
+    stride,
+)  # fmt: skip
 from ._pool import sweep as sweep_segments
 from .local import REGISTRATION_TTL, ChannelPublisher, ChannelSubscription
 
@@ -214,20 +226,25 @@ class SharedMemoryPlane(DataPlane):
         """A reader with its own files and slot locks; a one-off read (no subscription) copies and lets go."""
         return ShmReader(self, copy=subscription is None)
 
-    def dead_letter_fields(self, fields: Fields, payload: Buffer) -> dict[str, Any]:
+    def dead_letter_fields(self, fields: Fields, payload: Buffer, target: str, keep: int) -> dict[str, Any]:
         """A dead letter outlives the slot: its payload goes inline, copied."""
         return {"d": bytes(payload)}
 
     # Wiring ----------------------------------------------------------------------------------------------
-    def register_reader(self, links: Sequence[Link], consumer: str = "", fast: bool = False) -> None:
+    def register_reader(
+        self, links: Sequence[Link], consumer: str = "", fast: bool = False, host: str | None = None
+    ) -> None:
         """Tell producers that replica `consumer` of these links' target reads on this host, and whether it can
-        take frames from a channel (`fast`): one replica that can't keeps its sources on stream entries."""
+        take frames from a channel (`fast`): one replica that can't keeps its sources on stream entries.
+
+        `host`: register as reading from another host (a reader that can't map this host's segments)."""
+        host = host or self.host
         pipe = self.broker.client.pipeline(transaction=False)
         now = time.time()
         for ln in links:
-            pipe.hset(self.readers_key(ln.topic), f"{ln.target}|{self.host}", now)
+            pipe.hset(self.readers_key(ln.topic), f"{ln.target}|{host}", now)
             pipe.expire(self.readers_key(ln.topic), int(REGISTRATION_TTL * 4))
-            pipe.hset(self.fast_key(ln.topic), f"{ln.target}|{self.host}|{consumer}", f"{now}|{int(fast)}")
+            pipe.hset(self.fast_key(ln.topic), f"{ln.target}|{host}|{consumer}", f"{now}|{int(fast)}")
             pipe.expire(self.fast_key(ln.topic), int(REGISTRATION_TTL * 4))
         pipe.execute()
 
@@ -284,6 +301,18 @@ class _ShmPlacer(Placer):
         return fields
 
 
+def _permission_advice(name: str, exc: OSError) -> str:
+    """Say why a segment can't be mapped, and what to do."""
+    try:
+        owner: object = os.stat(SHM_DIR / name).st_uid
+    except OSError:
+        owner = "another user"
+    return (
+        f"can't map the shared-memory segment {name}: {exc.strerror} (it belongs to uid {owner}, this reader runs as "
+        f"uid {os.getuid()}): run the producer and its readers as the same user"
+    )
+
+
 class ShmReader(PayloadReader):
     """Maps same-host payloads read-only under a shared slot lock, held until the next read (no copy)."""
 
@@ -291,6 +320,9 @@ class ShmReader(PayloadReader):
         self.plane = plane
         self.copy = copy
         self.files = ReaderFiles()
+        #: Set when this host's segments can't be mapped here (another user's files): payloads are taken inline,
+        #: and the subscription registers as a reader elsewhere so that producers put them inline.
+        self.refused: str | None = None
 
     def resolve(self, entries: Sequence[Fields]) -> list[Buffer | Missing]:
         return [self._one(fields) for fields in entries]
@@ -306,19 +338,24 @@ class ShmReader(PayloadReader):
         except (UnicodeDecodeError, ValueError):
             return Missing("rejected", f"corrupted shared-memory reference {ref!r}")
         plane, files = self.plane, self.files
-        if host != plane.host:
+        if host != plane.host or self.refused is not None:
             if b"d" in fields:
                 inline: Buffer = fields[b"d"]
                 return inline
-            return Missing(
-                "lost",
-                f"the payload is in the shared memory of host {host}, and this reader runs on {plane.host}; it was "
-                "written before this reader registered (frames from then on carry it inline)",
+            why = (
+                self.refused
+                or f"the payload is in the shared memory of host {host}, and this reader runs on {plane.host}"
             )
+            return Missing("lost", f"{why}; it was written before this reader registered (frames from then on carry "
+                           "it inline)")  # fmt: skip
         try:
             view = plane.mapping(name)
             if not files.acquire(name, off):
                 return Missing("skipped", f"slot at {off} of {name} is being written again")
+        except PermissionError as exc:
+            self.refused = _permission_advice(name, exc)
+            log.error("%s; this reader takes payloads inline from now on", self.refused)
+            return Missing("lost", self.refused)
         except OSError as exc:
             return Missing("lost", f"shared-memory segment {name} is gone (its producer stopped): {exc}")
         now_gen, length, _, _ = slot_info(view, off)

@@ -23,7 +23,7 @@ from .listener import RedisListener
 from .packer import ZeroCopyPacker
 from .publisher import RedisPublisher
 from .scripts import Scripts
-from .subscription import RedisSubscription
+from .subscription import DEAD_MAX_LEN, RedisSubscription
 
 if TYPE_CHECKING:
     from ...links import Link
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBroker"]
 
 log = logging.getLogger("edgeflow.broker")
-_DEAD_MAXLEN = 10_000
 
 
 class RedisBroker(Broker):
@@ -104,9 +103,11 @@ class RedisBroker(Broker):
         """Return a client for the Redis at `url` with the broker's retries, timeouts and packer."""
         backoff = Backoff(0.05, 1.0)
         opts: dict[str, Any] = {
-            "retry": Retry(backoff.policy, 4),
-            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            # A broken connection is retried at once; a server that does not answer is not waited for again:
+            # every read and write gives up after socket_timeout, and the runner's backoff takes over.
+            "retry": Retry(backoff.policy, 2, supported_errors=(redis.ConnectionError, ConnectionError)),
             "health_check_interval": 15,
+            "socket_timeout": 5.0,
             "socket_connect_timeout": 3.0,
             "socket_keepalive": True,
             "client_name": f"edgeflow-{self.namespace}"[:60],
@@ -200,10 +201,13 @@ class RedisBroker(Broker):
         """Create the consumer group `group` on `topic`'s stream if it does not exist."""
         self.ensure_group_key(self.stream_key(topic, qos, variant), group)
 
-    def ensure_group_key(self, key: str, group: str) -> None:
-        """Create the consumer group `group` on the stream `key` (and the stream) if it does not exist."""
+    def ensure_group_key(self, key: str, group: str, start: str = "$") -> None:
+        """Create the consumer group `group` on the stream `key` (and the stream) if it does not exist.
+
+        `start`: "$" to take only entries written from now on, "0" for every entry the stream still holds.
+        """
         try:
-            self.client.xgroup_create(key, group, id="$", mkstream=True)
+            self.client.xgroup_create(key, group, id=start, mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise translate(exc, self.display_url) from exc
@@ -282,7 +286,7 @@ class RedisBroker(Broker):
             for entry_id, fields in entries:
                 pipe = self.client.pipeline(transaction=True)
                 keep = {k: v for k, v in fields.items() if k not in (b"e", b"a")}
-                pipe.xadd(self.replay_key(target), keep, maxlen=_DEAD_MAXLEN, approximate=True)
+                pipe.xadd(self.replay_key(target), keep, maxlen=DEAD_MAX_LEN, approximate=True)
                 pipe.xdel(dead, entry_id)
                 pipe.execute()
         except redis.RedisError as exc:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ...broker import Listener
+from ...errors import BrokerConnectionError
 from .errors import translate
 
 if TYPE_CHECKING:
@@ -31,9 +32,15 @@ class RedisListener(Listener):
                 self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
                 self._pubsub.subscribe(self.channel)
             msg = self._pubsub.get_message(timeout=timeout)
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             self._drop()
             raise translate(exc, self.broker.display_url) from exc
+        except (TypeError, ValueError, AttributeError) as exc:  # redis-py on a connection closed under it
+            self._drop()
+            raise BrokerConnectionError(
+                f"the control-plane connection to {self.broker.display_url} was closed: {exc!r}",
+                url=self.broker.display_url,
+            ) from exc
         if msg is None or msg.get("type") != "message":
             return None
         data = msg["data"]

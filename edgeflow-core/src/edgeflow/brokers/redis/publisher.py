@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +56,12 @@ class RedisPublisher(Publisher):
         self.rt_depth = max((ln.depth for ln in rt), default=1)
         self.dur_key = broker.stream_key(source, "durable", self.variant) if dur else None
         self.dur_cap = min((ln.max_len for ln in dur), default=0)
+        self.dur_byte_cap = min((ln.max_bytes for ln in dur), default=0)
         self.durable = bool(dur)
         self._dur_len = 0
+        # The payload sizes of this writer's durable entries still in the stream, oldest first, and their sum.
+        self._dur_sizes: deque[int] = deque()
+        self._dur_bytes = 0
         self._since_trim = self._bytes_since_trim = 0
         self._window = SendWindow(broker.client, source)
         self._placer = broker.data_plane.placer(self)
@@ -76,7 +81,7 @@ class RedisPublisher(Publisher):
         if window.flush_error is not None:
             exc, window.flush_error = window.flush_error, None
             raise self._failed(exc) from exc
-        if self.dur_key is not None and self._dur_len >= self.dur_cap:
+        if self.dur_key is not None and (self._dur_len >= self.dur_cap or self._dur_bytes >= self.dur_byte_cap):
             self._wait_for_room()  # before the payload is placed, so a producer held back does not place it again
         header, payload = encoded or encode(frame)
         if self._retry is not None and encoded is not None and self._retry[0] is encoded:
@@ -105,12 +110,14 @@ class RedisPublisher(Publisher):
         self.seq += 1
         if self.dur_key is not None:
             self._dur_len += 1
+            self._dur_sizes.append(len(payload))
+            self._dur_bytes += len(payload)
             self._since_trim += 1
             self._bytes_since_trim += len(payload)
             due = self._since_trim >= _TRIM_EVERY and (
                 self._bytes_since_trim >= _TRIM_BYTES or self._since_trim >= _TRIM_EVERY_SMALL
             )
-            if due or self._dur_len >= self.dur_cap:
+            if due or self._dur_len >= self.dur_cap or self._dur_bytes >= self.dur_byte_cap:
                 try:
                     self.trim()
                 except redis.RedisError as exc:
@@ -163,17 +170,22 @@ class RedisPublisher(Publisher):
                                  approximate=False)  # fmt: skip
             client.xtrim(key, minid=safe, approximate=False)
         self._dur_len = int(client.xlen(key))
+        # The entries trimmed were the oldest: what is left of ours is the newest of them (other replicas of the
+        # source write the same stream, so this is our share of its bytes, at most).
+        while len(self._dur_sizes) > self._dur_len:
+            self._dur_bytes -= self._dur_sizes.popleft()
         return self._dur_len
 
     def _wait_for_room(self) -> None:
         try:
-            if self.trim() < self.dur_cap:
+            if self.trim() < self.dur_cap and self._dur_bytes < self.dur_byte_cap:
                 return
         except redis.RedisError as exc:
             raise translate(exc, self.broker.display_url) from exc
         raise BackpressureError(
             f"durable links out of {self.source!r} hold {self._dur_len} unacknowledged frames (max_len "
-            f"{self.dur_cap}); the producer waits for its targets to catch up",
+            f"{self.dur_cap}) of {self._dur_bytes} bytes (max_bytes {self.dur_byte_cap}); the producer waits for its "
+            "targets to catch up",
             url=self.broker.display_url,
         )
 

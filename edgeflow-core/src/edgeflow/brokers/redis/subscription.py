@@ -12,6 +12,7 @@ import redis
 from ...broker import Delivery, Subscription
 from ...errors import BrokerError, FrameError
 from ...frame import decode, peek
+from ...names import safe
 from ..dataplane import Fields, Missing
 from .errors import translate
 
@@ -23,7 +24,9 @@ __all__ = ["RedisSubscription"]
 
 log = logging.getLogger("edgeflow.broker")
 
-_DEAD_MAXLEN = 10_000
+#: The dead letters of one target: 10,000 at most, and about DEAD_MAX_BYTES of payload.
+DEAD_MAX_LEN = 10_000
+DEAD_MAX_BYTES = 64 << 20
 # Skip counts travel in batches (every 0.1 s, or 128 frames): one script call per frame would cost a third of a
 # realtime read.
 _NOTES_EVERY = 0.1
@@ -72,11 +75,19 @@ class RedisSubscription(Subscription):
         self._pending_notes: dict[str, list[Any]] = {}
         self._pending_acks: dict[str, list[bytes]] = {}
         self._held: list[_Entry] = []  # durable entries read while the data plane was down, resolved when it is back
+        # The newest sequence number taken per (durable stream, writer); after a group had to be made again, the
+        # first entry of each writer shows how many frames Redis lost (counted in `lost`, logged).
+        self._last_seq: dict[tuple[str, bytes], int] = {}
+        self._gap_check: set[tuple[str, bytes]] = set()
         self._notes_due = 0.0
         self._lost_logged = (float("-inf"), 0)
         self._next_claim = time.monotonic() + (self.claim_after / 2 if durable else float("inf"))
-        # Realtime reads take the newest frame, one at a time; durable reads take what waits, sized by payload.
+        # Realtime reads take the newest frame, one at a time; durable reads take what waits, sized by payload and
+        # by the time a batch takes to process (a batch that outlasts claim_after would be taken over).
         self._batch = 16 if durable else 1
+        self._handed = (0.0, 0)  # when the last read returned, and how many deliveries it handed out
+        self._per_frame = 0.0  # seconds a delivery takes to process, smoothed
+        self.keepalive_every = self.claim_after / 3 if durable else float("inf")
         # With only realtime inputs nothing is ever acknowledged: NOACK keeps the pending lists empty.
         self._noack = not durable
         self._create_groups()
@@ -86,12 +97,30 @@ class RedisSubscription(Subscription):
         return self._seen_keys[topic]
 
     def _create_groups(self) -> None:
-        for key in self._streams:
-            self.broker.ensure_group_key(key, self.group)
+        # A durable group made by its reader starts at the oldest entry the stream holds: frames written while the
+        # group did not exist (a Redis that lost its data, a reader that came first) are delivered, not skipped.
+        for key, stream in self._streams.items():
+            self.broker.ensure_group_key(key, self.group, start="0" if stream.qos == "durable" else "$")
+
+    def _group_lost(self) -> None:
+        """NOGROUP: Redis restarted without its data, or a stream was deleted. Make our place again."""
+        log.warning("%s: its consumer groups were gone (Redis restarted without its data?); made again at the oldest "
+                    "entry each durable stream still holds", self.group)  # fmt: skip
+        self._create_groups()
+        self._gap_check = set(self._last_seq)
 
     # Reading --------------------------------------------------------------------------------------------
     def read(self, timeout: float) -> list[Delivery]:
         self.payloads.release()  # the previous read's frames are processed and acknowledged by now
+        out = self._read(timeout)
+        self._handed = (time.monotonic(), len(out))
+        return out
+
+    def _read(self, timeout: float) -> list[Delivery]:
+        handed_at, handed = self._handed
+        if handed and not self._noack:
+            took = (time.monotonic() - handed_at) / handed
+            self._per_frame = took if not self._per_frame else 0.8 * self._per_frame + 0.2 * took
         if self._held:
             held, self._held = self._held, []
             return self._deliver(held)  # raises, keeping them held, while the data plane is still down
@@ -121,8 +150,7 @@ class RedisSubscription(Subscription):
             results = pipe.execute()
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
-                # Redis restarted without its data, or a stream was deleted: make our place again.
-                self._create_groups()
+                self._group_lost()
                 return []
             raise translate(exc, self.broker.display_url) from exc
         except redis.RedisError as exc:
@@ -146,14 +174,36 @@ class RedisSubscription(Subscription):
                     continue  # trimmed between delivery and read
                 size += sum(len(v) for v in fields.values() if isinstance(v, bytes))
                 writer, seq = fields.get(b"w"), fields.get(b"q")
-                if stream.qos == "realtime" and writer is not None and seq is not None:
-                    self._pending_notes.setdefault(stream.topic, []).extend((writer, seq))
+                if writer is not None and seq is not None and seq.isdigit():
+                    if stream.qos == "realtime":
+                        self._pending_notes.setdefault(stream.topic, []).extend((writer, seq))
+                    elif stream.source:
+                        self._follow(key, stream.source, writer, int(seq))
                 entries.append(_Entry(key, entry_id, fields, 1))
         out = self._deliver(entries)
         if out and not self._noack:
-            # Aim at about 4 MB a read: hundreds of small messages per round trip, a few video frames.
-            self._batch = max(1, min(256, (4 << 20) * len(out) // max(size, 1)))
+            # Aim at about 4 MB a read (hundreds of small messages per round trip, a few video frames), and at a
+            # quarter of claim_after of work: a healthy replica's batch is never taken for a dead one's.
+            by_bytes = (4 << 20) * len(out) // max(size, 1)
+            # Until a batch's work is measured, reads don't grow.
+            by_time = int(self.claim_after / 4 / self._per_frame) if self._per_frame > 0 else self._batch
+            self._batch = max(1, min(256, by_bytes, by_time))
         return out
+
+    def _follow(self, key: str, source: str, writer: bytes, seq: int) -> None:
+        """Track a durable writer's numbering; right after a group was made again, count the frames Redis lost."""
+        last = self._last_seq.get((key, writer))
+        if (key, writer) in self._gap_check:
+            self._gap_check.discard((key, writer))
+            if last is not None and seq > last + 1:
+                self.lost += seq - last - 1
+                log.error("%s: %d durable frame(s) of %s (after frame number %d of its writer %s) are LOST: Redis "
+                          "lost them with its data. Run Redis with appendonly yes for durable links", self.group,
+                          seq - last - 1, safe(source), last, safe(writer.decode(errors="replace")))  # fmt: skip
+        if last is None or seq > last:
+            self._last_seq[(key, writer)] = seq
+            if len(self._last_seq) > 4096:  # bounded: producers restarted many times leave their old writers here
+                self._last_seq.pop(next(iter(self._last_seq)))
 
     def _deliver(self, entries: list[_Entry]) -> list[Delivery]:
         """Resolve the payloads of `entries` and decode them; bad ones are counted (and acknowledged if durable)."""
@@ -177,10 +227,7 @@ class RedisSubscription(Subscription):
             try:
                 frame = decode(entry.fields[b"h"], payload)
             except (FrameError, KeyError) as exc:
-                self.rejected += 1
-                log.warning("%s: rejected a bad frame from %r (entry %s): %s", self.group, source, entry.entry_id,
-                            exc)  # fmt: skip
-                self._ack_later(entry)
+                self._reject(entry, source, f"not a valid EdgeFlow frame: {exc}", payload)
                 continue
             durable = stream.qos == "durable"
             out.append(Delivery(source, frame, entry.entry_id, stream.qos, entry.attempts,
@@ -195,9 +242,7 @@ class RedisSubscription(Subscription):
             log.debug("%s: a frame of %r went stale before it was read: %s", self.group, source, missing.why)
             return
         if missing.count == "rejected":
-            self.rejected += 1
-            log.warning("%s: rejected a frame from %r (entry %s): %s", self.group, source, entry.entry_id, missing.why)
-            self._ack_later(entry)
+            self._reject(entry, source, missing.why, None)
             return
         self.lost += 1
         self._ack_later(entry)  # it can never be read: left pending, it would block trimming and the producer
@@ -214,6 +259,13 @@ class RedisSubscription(Subscription):
         log.error("%s: durable frame %s from %r is LOST: %s; acknowledged and counted as lost%s", self.group,
                   frame_id, source, missing.why, more)  # fmt: skip
         self._lost_logged = (now, 0)
+
+    def _reject(self, entry: _Entry, source: str, why: str, payload: Any) -> None:
+        """Count a bad entry; on a durable link it goes to the dead letters with the reason, never silently."""
+        self.rejected += 1
+        log.warning("%s: rejected an entry from %s (%s): %s", self.group, safe(source), entry.entry_id.decode(), why)
+        if self._streams[entry.key].qos == "durable":
+            self._bury(entry, why, source, payload)
 
     def _ack_later(self, entry: _Entry) -> None:
         if self._streams[entry.key].qos == "durable":
@@ -253,7 +305,7 @@ class RedisSubscription(Subscription):
                     entries.append(entry)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
-                self._create_groups()
+                self._group_lost()
                 return []
             raise translate(exc, self.broker.display_url) from exc
         except redis.RedisError as exc:
@@ -261,6 +313,22 @@ class RedisSubscription(Subscription):
         return self._deliver(entries)
 
     # Acknowledging ---------------------------------------------------------------------------------------
+    def keepalive(self, deliveries: Sequence[Delivery]) -> None:
+        """Reset the idle time of durable deliveries still being processed (XCLAIM JUSTID to this consumer)."""
+        by_key: dict[str, list[bytes]] = {}
+        for d in deliveries:
+            if d.qos == "durable" and d.entry_id:
+                by_key.setdefault(d.extra["key"], []).append(d.entry_id)
+        if not by_key:
+            return
+        try:
+            pipe = self.broker.client.pipeline(transaction=False)
+            for key, ids in by_key.items():
+                pipe.xclaim(key, self.group, self.consumer, 0, ids, justid=True)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise translate(exc, self.broker.display_url) from exc
+
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[str, list[bytes]] = {}
         for d in deliveries:
@@ -291,19 +359,22 @@ class RedisSubscription(Subscription):
             got = self.payloads.resolve([fields])[0]
             payload = None if isinstance(got, Missing) else got
         letter: dict[Any, Any] = {k: v for k, v in fields.items() if k == b"h"}
+        # Bounded in bytes as well as in count: as many letters of this size as DEAD_MAX_BYTES holds.
+        size = len(fields.get(b"h", b"")) + (len(payload) if payload is not None else 0)
+        keep = max(16, min(DEAD_MAX_LEN, DEAD_MAX_BYTES // max(size, 1)))
         if payload is not None:
-            letter.update(self.broker.data_plane.dead_letter_fields(fields, payload))
+            letter.update(self.broker.data_plane.dead_letter_fields(fields, payload, self.group, keep))
         letter.update({"s": source, "e": error[:2000], "a": entry.attempts, "i": entry.entry_id})
         try:
             pipe = self.broker.client.pipeline(transaction=True)
-            pipe.xadd(self.broker.dead_key(self.group), letter, maxlen=_DEAD_MAXLEN, approximate=True)
+            pipe.xadd(self.broker.dead_key(self.group), letter, maxlen=keep, approximate=False)
             pipe.xack(entry.key, self.group, entry.entry_id)
             pipe.execute()
         except redis.RedisError as exc:
             raise translate(exc, self.broker.display_url) from exc
         self.dead += 1
-        log.error("%s: entry %s of %r failed %d times and went to the dead-letter stream %s: %s", self.group,
-                  entry.entry_id.decode(), source, entry.attempts, self.broker.dead_key(self.group),
+        log.error("%s: entry %s of %s went to the dead-letter stream %s after %d deliveries: %s", self.group,
+                  entry.entry_id.decode(), safe(source), self.broker.dead_key(self.group), entry.attempts,
                   error)  # fmt: skip
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from .interfaces import GatewayInterface
 if TYPE_CHECKING:
     from ...frame import Frame
     from ...runtime.stats import StatsAggregator
+    from ...tcp import FrameServer
 
 __all__ = ["GatewayInterface", "GatewayNode"]
 
@@ -26,6 +27,8 @@ class GatewayNode(Node):
     graph: dict[str, Any]
     #: Live statistics of every node, gathered from the control plane.
     aggregator: StatsAggregator
+    #: The TCP intake the runner started for this gateway.
+    intake: FrameServer | None = None
 
     def add_interface(self, interface: GatewayInterface | str, **options: Any) -> GatewayInterface:
         """Attach `interface`, or build the interface registered under that name with `options`.
@@ -57,3 +60,7 @@ class GatewayNode(Node):
     def broker_ok(self) -> bool:
         """Return True when the broker answers."""
         return self.broker.ping()
+
+    def intake_ok(self) -> bool:
+        """Return False while the TCP intake can't accept connections (liveness should fail meanwhile)."""
+        return self.intake is None or self.intake.accepting
