@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make demo` or `make test` needs, idempotently: a .venv with the workspace, and for
-# tests the Debian packages redis-server, chromium and chromium-driver, and for the real image build
+# tests the Debian packages redis-server, prometheus (the server and promtool, for tests/prometheus), chromium and
+# chromium-driver, and for the real image build
 # (tests/k8s/test_image_build.py) buildah, skopeo, mmdebstrap and docker-registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ fi
 if [ "$mode" = test ]; then
   missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   command -v buildah >/dev/null 2>&1 || missing+=(buildah)

@@ -1,7 +1,8 @@
 """The `k8s` metrics exporter that backs the node pods' probes and Prometheus annotations.
 
-No kubelet or Prometheus here: the exporter's real HTTP server is queried the way they would query it,
-fed by the real core StatsReporter through the `register_metrics` hook, as a node's pod does.
+No kubelet here: the exporter's real HTTP server is queried the way the kubelet would query it, fed by the real
+core StatsReporter through the `register_metrics` hook, as a node's pod does. (A real Prometheus scrapes the same
+exposition, edgeflow-prometheus's, in tests/prometheus.)
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def test_metrics_and_probes_follow_the_runner_reports(telemetry: PodTelemetry) -
 
     status, body = _get(telemetry.port, "/metrics")
     assert status == 200
-    assert 'edgeflow_frames_in{node="gpu_processor",replica="0"} 7' in body
-    assert "# TYPE edgeflow_frames_out gauge" in body
+    assert 'edgeflow_frames_total{direction="in",node="gpu_processor",replica="0"} 7.0' in body
+    assert 'edgeflow_frames_total{direction="out",node="gpu_processor",replica="0"} 5.0' in body
+    assert "# TYPE edgeflow_frames_total counter" in body, "counters are counters now, not gauges"
+    assert "# TYPE edgeflow_process_seconds histogram" in body
     assert _get(telemetry.port, "/healthz")[0] == 200
     assert _get(telemetry.port, "/readyz")[0] == 200
 
@@ -68,3 +71,16 @@ def test_metrics_and_probes_follow_the_runner_reports(telemetry: PodTelemetry) -
     telemetry.last_export -= 30
     assert _get(telemetry.port, "/healthz")[0] == 503
     assert _get(telemetry.port, "/nope")[0] == 404
+
+
+def test_with_a_token_metrics_want_it_and_the_probes_do_not(k8s_plugin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet's httpGet probes carry no secret; Prometheus sends the token in its scrape config."""
+    monkeypatch.setenv("EDGEFLOW_TOKEN", "pod-secret")
+    exporter = PodTelemetry(port=0, host="127.0.0.1")
+    try:
+        exporter.export(NodeStats("cam", "producer").snapshot())
+        assert _get(exporter.port, "/metrics")[0] == 401
+        assert _get(exporter.port, "/metrics?token=pod-secret")[0] == 200
+        assert _get(exporter.port, "/healthz")[0] == 200 and _get(exporter.port, "/readyz")[0] == 200
+    finally:
+        exporter.close()

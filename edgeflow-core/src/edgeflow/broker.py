@@ -175,9 +175,19 @@ class Broker(ABC):
         """
         return False
 
+    def tail(self, topic: str) -> Subscription:
+        """Watch `topic`'s frames from now on without taking part in any group; not every broker can."""
+        raise BrokerError(f"{type(self).__name__} can't watch a topic from outside")
+
     def link_depth(self, source: str, group: str, variant: str = "") -> int | None:
         """Return how many frames of `source` wait for `group`, or None when unknown."""
         return None
+
+    def link_backlog(self, source: str, group: str, variant: str = "") -> tuple[int, int] | None:
+        """Return (depth, pending) of `group` on `source`: frames waiting or delivered but not yet acknowledged, and
+        of those the delivered ones; None when unknown."""
+        depth = self.link_depth(source, group, variant)
+        return None if depth is None else (depth, 0)
 
     def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
         """Return the dead letters of `target`'s durable links: id, source, frame_id, attempts, error."""

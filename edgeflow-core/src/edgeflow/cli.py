@@ -11,6 +11,7 @@ import click
 
 from .errors import EdgeFlowError, PluginError
 from .loader import load_app
+from .observe import render_graph, topic_group, trace_command
 from .plugins import get_deployer, get_plugin_manager, installed, plugin_info
 from .recording import record_command, replay_command
 
@@ -43,12 +44,18 @@ def plugins_command(as_json: bool) -> None:
 
 @cli.command("graph")
 @click.argument("app_file", type=click.Path(exists=True, dir_okay=False))
-def graph_command(app_file: str) -> None:
-    """Print an app's nodes and links as JSON, without running it.
+@click.option("--format", "fmt", type=click.Choice(["json", "mermaid", "dot"]), default="json", show_default=True,
+              help="JSON, a Mermaid flowchart (Markdown, GitHub) or Graphviz dot (dot -Tsvg)")  # fmt: skip
+def graph_command(app_file: str, fmt: str) -> None:
+    """Print an app's nodes and links as JSON, Mermaid or Graphviz dot, without running it.
 
-    Example: edgeflow graph main.py
+    Example: edgeflow graph main.py --format mermaid
     """
-    click.echo(json.dumps(load_app(app_file).describe(), indent=2))
+    click.echo(render_graph(load_app(app_file).describe(), fmt))
+
+
+cli.add_command(trace_command)
+cli.add_command(topic_group)
 
 
 @cli.command("dead-letters")

@@ -1,8 +1,9 @@
 """`Frame` and its versioned binary wire format.
 
-Layout (little-endian), version 1::
+Layout (little-endian), version 2 (version 1 is the same without the trace block, and still decodes)::
 
     fixed   magic "EF" | version u8 | kind u8 | frame_id u64 | timestamp f64 | meta_len u32 | data_len u64
+    trace   (version 2) count u8 | (node u8 | stamp kind u8 | offset i32) * count
     array   (kind ndarray and encoded) dtype_len u8 | dtype str | ndim u8 | shape u64 * ndim
     codec   (kind encoded only) name_len u8 | codec name
     meta    JSON, utf-8, meta_len bytes
@@ -11,6 +12,11 @@ Layout (little-endian), version 1::
 The header and the data are separate buffers so that a broker can keep the payload apart from its
 stream entry (a data plane stores only a reference) and a socket can send both without joining them.
 Arrays decode as read-only views of the received buffer: no copy.
+
+The trace block holds the frame's hop times (`edgeflow.tracing`) as microsecond offsets from its timestamp:
+6 bytes a stamp, 43 bytes for a producer -> consumer -> gateway path, where f64 times would take 71; an i32 of
+microseconds spans +-35 minutes (a stamp further off is clamped when it is made). A frame without stamps travels
+as version 1.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ import numpy as np
 
 from .errors import ConfigurationError, FrameError
 from .plugins import get_codec
+from .tracing import MAX_STAMPS as _MAX_STAMPS
+from .tracing import STAMP as _STAMP
+from .tracing import offset_us
 
 __all__ = [
     "KIND_BYTES",
@@ -34,6 +43,7 @@ __all__ = [
     "KIND_JSON",
     "KIND_NDARRAY",
     "WIRE_VERSION",
+    "WIRE_VERSIONS",
     "Buffer",
     "Frame",
     "decode",
@@ -41,10 +51,13 @@ __all__ = [
     "frame_size",
     "pack",
     "peek",
+    "restamp",
     "unpack",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+#: The wire versions this EdgeFlow decodes.
+WIRE_VERSIONS = (1, 2)
 MAGIC = b"EF"
 KIND_BYTES = 0
 KIND_NDARRAY = 1
@@ -70,6 +83,9 @@ class Frame:
     timestamp: float
     meta: dict[str, Any] = field(default_factory=dict)
     data: Any = None
+    #: The hop times as they travel, 6 bytes a stamp (`edgeflow.tracing.stamps(frame.trace)` reads them); None
+    #: when not traced. Kept packed: a hop adds its stamp without the others being unpacked and packed again.
+    trace: bytes | None = None
 
     @classmethod
     def now(cls, frame_id: int, data: Any, meta: dict[str, Any] | None = None) -> Frame:
@@ -177,25 +193,51 @@ def encode(frame: Frame, codec: Any = None, params: dict[str, Any] | None = None
     else:
         kind = KIND_JSON
         payload = _dumps(data, f"data of type {type(data).__name__}")
+    trace = frame.trace
+    if not trace:
+        return _FIXED.pack(MAGIC, 1, kind, fid, ts, len(meta), len(payload)) + array_desc + meta, payload
     fixed = _FIXED.pack(MAGIC, WIRE_VERSION, kind, fid, ts, len(meta), len(payload))
-    return fixed + array_desc + meta, payload
+    n, rest = divmod(len(trace), _STAMP.size)
+    if rest or not isinstance(trace, bytes):
+        raise FrameError(f"frame trace must be packed stamps of {_STAMP.size} bytes (edgeflow.tracing.pack_stamps)")
+    if n > _MAX_STAMPS:
+        trace, n = trace[: _MAX_STAMPS * _STAMP.size], _MAX_STAMPS
+    return fixed + bytes((n,)) + trace + array_desc + meta, payload
 
 
 _Desc = tuple[str, tuple[int, ...], str]
+_Trace = bytes | None
 
 
-def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _Desc | None, int, int]:
-    """Parse a header; return kind, frame_id, timestamp, meta, array descriptor, header length and data length."""
+def _parse_trace(buf: memoryview, pos: int) -> tuple[_Trace, int]:
+    """Parse the trace block at `pos`; return the stamps and the position after them."""
+    if len(buf) < pos + 1:
+        raise FrameError("truncated frame: the trace block is missing")
+    count = buf[pos]
+    if count > _MAX_STAMPS:
+        raise FrameError(f"trace claims {count} stamps (at most {_MAX_STAMPS})")
+    end = pos + 1 + count * _STAMP.size
+    if len(buf) < end:
+        raise FrameError(f"truncated frame: {count} trace stamps need {count * _STAMP.size} bytes")
+    return bytes(buf[pos + 1 : end]), end
+
+
+def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _Desc | None, int, int, _Trace]:
+    """Parse a header; return kind, frame_id, timestamp, meta, array descriptor, header length, data length and
+    trace."""
     if len(buf) < _FIXED.size:
         raise FrameError(f"truncated frame: {len(buf)} bytes is shorter than the {_FIXED.size}-byte header")
     magic, version, kind, fid, ts, meta_len, data_len = _FIXED.unpack_from(buf, 0)
     if magic != MAGIC:
         raise FrameError(f"not an EdgeFlow frame: magic {bytes(magic)!r}, expected {MAGIC!r}")
-    if version != WIRE_VERSION:
-        raise FrameError(f"unsupported wire version {version}; this EdgeFlow reads version {WIRE_VERSION}")
+    if version not in WIRE_VERSIONS:
+        raise FrameError(f"unsupported wire version {version}; this EdgeFlow reads versions {WIRE_VERSIONS}")
     if kind not in _KINDS:
         raise FrameError(f"unknown payload kind {kind}")
     pos = _FIXED.size
+    trace: _Trace = None
+    if version == 2:
+        trace, pos = _parse_trace(buf, pos)
     desc = None
     if kind in (KIND_NDARRAY, KIND_ENCODED):
         try:
@@ -224,7 +266,7 @@ def _parse_header(buf: memoryview) -> tuple[int, int, float, dict[str, Any], _De
     meta = _loads(bytes(buf[pos : pos + meta_len]), "frame meta") if meta_len else {}
     if not isinstance(meta, dict):
         raise FrameError(f"corrupted frame meta: expected an object, got {type(meta).__name__}")
-    return kind, fid, ts, meta, desc, pos + meta_len, data_len
+    return kind, fid, ts, meta, desc, pos + meta_len, data_len, trace
 
 
 def peek(header: Buffer) -> tuple[int, float]:
@@ -233,9 +275,28 @@ def peek(header: Buffer) -> tuple[int, float]:
     if len(mv) < _FIXED.size:
         raise FrameError(f"truncated frame: {len(mv)} bytes is shorter than the {_FIXED.size}-byte header")
     magic, version, _, fid, ts, _, _ = _FIXED.unpack_from(mv, 0)
-    if magic != MAGIC or version != WIRE_VERSION:
-        raise FrameError(f"not an EdgeFlow frame of wire version {WIRE_VERSION}")
+    if magic != MAGIC or version not in WIRE_VERSIONS:
+        raise FrameError(f"not an EdgeFlow frame of wire versions {WIRE_VERSIONS}")
     return int(fid), float(ts)
+
+
+def restamp(header: Buffer, kind: int, t: float) -> Buffer:
+    """Return `header` with its last trace stamp made a `kind` stamp at time `t` (the same header if untraced).
+
+    The TCP sender uses it to stamp the time a frame really went on the wire, after waiting in its outbox.
+    """
+    mv = memoryview(header)
+    if len(mv) < _FIXED.size + 1 or mv[2] != 2 or mv[_FIXED.size] == 0:
+        return header
+    count = mv[_FIXED.size]
+    at = _FIXED.size + 1 + (count - 1) * _STAMP.size
+    if len(mv) < at + _STAMP.size:
+        return header
+    node, _, _ = _STAMP.unpack_from(mv, at)
+    (ts,) = struct.unpack_from("<d", mv, 12)
+    out = bytearray(mv)
+    _STAMP.pack_into(out, at, node, kind, offset_us(t, ts))
+    return out
 
 
 def _make_data(kind: int, desc: _Desc | None, payload: Buffer) -> Any:
@@ -277,12 +338,12 @@ def decode(header: Buffer, payload: Buffer) -> Frame:
 
 def _decode(header: Buffer, payload: Buffer) -> Frame:
     hv = memoryview(header)
-    kind, fid, ts, meta, desc, hlen, data_len = _parse_header(hv)
+    kind, fid, ts, meta, desc, hlen, data_len, trace = _parse_header(hv)
     if hlen != len(hv):
         raise FrameError(f"corrupted frame: header is {len(hv)} bytes, its fields describe {hlen}")
     if data_len != len(payload):
         raise FrameError(f"frame length mismatch: header announces {data_len} data bytes, got {len(payload)}")
-    return Frame(fid, ts, meta, _make_data(kind, desc, payload))
+    return Frame(fid, ts, meta, _make_data(kind, desc, payload), trace)
 
 
 def pack(frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> list[Buffer]:
@@ -308,10 +369,10 @@ def unpack(buf: Buffer) -> Frame:
 
 def _unpack(buf: Buffer) -> Frame:
     mv = memoryview(buf)
-    kind, fid, ts, meta, desc, hlen, data_len = _parse_header(mv)
+    kind, fid, ts, meta, desc, hlen, data_len, trace = _parse_header(mv)
     if hlen + data_len != len(mv):
         raise FrameError(f"frame length mismatch: header and data describe {hlen + data_len} bytes, got {len(mv)}")
     payload = mv[hlen:]
     if kind != KIND_NDARRAY:
-        return Frame(fid, ts, meta, _make_data(kind, desc, payload))
-    return Frame(fid, ts, meta, _make_data(kind, desc, payload.toreadonly()))
+        return Frame(fid, ts, meta, _make_data(kind, desc, payload), trace)
+    return Frame(fid, ts, meta, _make_data(kind, desc, payload.toreadonly()), trace)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Collection
 
 from .backoff import Backoff
 from .errors import FrameError
-from .frame import Buffer, Frame, frame_size, pack, unpack
+from .frame import Buffer, Frame, frame_size, pack, restamp, unpack
 from .names import is_name, safe
+from .tracing import SENT
 
 __all__ = ["HELLO_MAGIC", "PROTOCOL_VERSION", "FrameSender", "FrameServer", "hello"]
 
@@ -122,7 +123,8 @@ class FrameSender:
                         log.info("%s: connected to the gateway at %s:%d again", self.source, self.host, self.port)
                     down_since = None
                     backoff.reset()
-                self._send_all(sock, message)
+                # Its trace's last stamp becomes the time it really goes on the wire, after the outbox.
+                self._send_all(sock, [message[0], restamp(message[1], SENT, time.time()), *message[2:]])
                 self.sent += 1
             except OSError as exc:
                 with self._cond:

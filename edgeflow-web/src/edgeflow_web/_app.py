@@ -97,12 +97,23 @@ class MJPEGResponse(Response):
 
 @cache
 def dashboard_html() -> str:
-    """Return the dashboard page with its stylesheet and script inlined (no CDN: edge sites are often offline)."""
+    """Return the dashboard page with its stylesheet and scripts inlined (no CDN: edge sites are often offline).
+
+    The charts are uPlot's (static/vendor, its MIT license beside it), inlined like the rest: one request, and
+    nothing for a token to be added to.
+    """
     static = resources.files("edgeflow_web") / "static"
     page = (static / "dashboard.html").read_text(encoding="utf-8")
     css = (static / "dashboard.css").read_text(encoding="utf-8")
     js = (static / "dashboard.js").read_text(encoding="utf-8")
-    return page.replace("/*@CSS@*/", css).replace("/*@JS@*/", js)
+    uplot_css = (static / "vendor" / "uPlot.min.css").read_text(encoding="utf-8")
+    uplot_js = (static / "vendor" / "uPlot.iife.min.js").read_text(encoding="utf-8")
+    return (
+        page.replace("/*@UPLOT_CSS@*/", uplot_css)
+        .replace("/*@UPLOT_JS@*/", uplot_js)
+        .replace("/*@CSS@*/", css)
+        .replace("/*@JS@*/", js)
+    )
 
 
 def _topic_entry(status: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +125,8 @@ def _topic_entry(status: dict[str, Any]) -> dict[str, Any]:
         entry["data"] = data
     last = status.get("last_arrival")
     entry["age_s"] = round(time.time() - last, 3) if last else None
+    if entry["kind"] not in ("image", None) and status.get("timestamp") is not None:
+        entry["meta"] = status.get("meta")
     return entry
 
 
@@ -127,6 +140,7 @@ def snapshot(web: WebInterface) -> dict[str, Any]:
     else:
         nodes, links = [dict(n) for n in graph.get("nodes", [])], [dict(ln) for ln in graph.get("links", [])]
     topics = {t: _topic_entry(web.hub.stream(t).status()) for t in web.topics()}
+    latest = web.history.samples[-1] if web.history.samples else None
     return {
         "app": graph.get("app") or getattr(gw, "app_name", None),
         "gateway": gw.name,
@@ -134,6 +148,8 @@ def snapshot(web: WebInterface) -> dict[str, Any]:
         "links": links,
         "topics": topics,
         "secured": web.secured,
+        "traces": aggregator.traces() if aggregator is not None else [],
+        "history": latest,
         "ts": time.time(),
     }
 
@@ -192,6 +208,27 @@ def build_app(web: WebInterface) -> FastAPI:
     async def nodes() -> dict[str, Any]:
         snap = snapshot(web)
         return {k: snap[k] for k in ("app", "gateway", "nodes", "links", "ts")}
+
+    @api.get("/api/history")
+    async def history(seconds: float = 600.0) -> dict[str, Any]:
+        return web.history.series(max(1.0, min(seconds, 86_400.0)))
+
+    @api.get("/api/traces")
+    def traces(window: float = 30.0) -> dict[str, Any]:
+        aggregator = getattr(web.gateway, "aggregator", None)
+        paths = aggregator.traces(max(1.0, min(window, 3600.0))) if aggregator is not None else []
+        return {"paths": paths}
+
+    @api.get("/metrics")
+    def metrics(request: Request) -> Response:
+        # The whole app as this gateway gathers it; a node's own process serves its replicas on :9464.
+        aggregator = getattr(web.gateway, "aggregator", None)
+        if aggregator is None:
+            return JSONResponse({"detail": "this gateway runs outside a runner: it has no statistics"}, 503)
+        from edgeflow_prometheus.aggregate import exposition
+
+        body, kind = exposition(aggregator, request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": kind, **_NO_CACHE})
 
     @api.get("/video")
     async def first_video() -> Response:

@@ -15,6 +15,7 @@ from edgeflow.config import settings
 from edgeflow.errors import ConfigurationError
 from edgeflow.nodes.gateway.interfaces import GatewayInterface
 
+from ._history import History
 from ._streams import StreamHub
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class WebInterface(GatewayInterface):
         header_timeout: seconds a request's headers may take to arrive; slower ones are closed.
         max_connections: HTTP connections held at once; more are refused (so that they can't take every file
             descriptor of the process).
+        history_seconds: how many seconds of figures the dashboard's charts can show (one sample a second).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class WebInterface(GatewayInterface):
         token: str | None = None,
         header_timeout: float = 10.0,
         max_connections: int = 256,
+        history_seconds: int = 600,
     ) -> None:
         if buffer_delay < 0:
             raise ConfigurationError(f"WebInterface: buffer_delay must be >= 0 seconds, got {buffer_delay!r}")
@@ -80,6 +83,7 @@ class WebInterface(GatewayInterface):
         self.max_connections = int(max_connections)
         self.hub = StreamHub(buffer_delay=self.buffer_delay, quality=quality, max_fps=self.max_fps)
         self.user_routes: list[tuple[str, Callable[..., Any], list[str], dict[str, Any]]] = []
+        self.history = History(self._figures, seconds=max(10, int(history_seconds)))
         self._token = token
         self.secured = False
         self.closing = False
@@ -130,6 +134,12 @@ class WebInterface(GatewayInterface):
         except AttributeError:  # a gateway outside a runner has no statistics: judge by the frames seen here
             last = max((s.last_arrival or 0.0 for s in map(self.hub.stream, self.hub.names())), default=0.0)
             return time.time() - last <= within
+
+    def _figures(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        aggregator = getattr(self.gateway, "aggregator", None)
+        if aggregator is None:
+            return [], []
+        return aggregator.nodes(), aggregator.links()
 
     def broker_answers(self) -> bool:
         """Return True when the gateway's broker answers a ping."""
@@ -202,6 +212,7 @@ class WebInterface(GatewayInterface):
         # Published only once running: wait_started() takes a thread that is not alive for one that died, and a
         # thread assigned but not yet started made it report a failed start (the rare "uvicorn did not start").
         self._server, self._thread = server, thread
+        self.history.start()
         log.info("web: dashboard at %s/dashboard", self.url)
 
     @staticmethod
@@ -229,6 +240,7 @@ class WebInterface(GatewayInterface):
         """End every stream and shut the server down within `timeout` seconds."""
         self.closing = True
         self.hub.close()
+        self.history.stop()
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return

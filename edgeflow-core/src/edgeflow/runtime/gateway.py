@@ -30,10 +30,14 @@ class GatewayWorker(Worker):
         port = int(self.spec.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
         host = str(self.spec.params.get("tcp_host", "0.0.0.0"))
         lock = threading.Lock()
+        publishers = app.topics()
+        tracer = self.outputs.tracer
 
         def on_frame(topic: str, frame: Frame) -> None:
+            source = publishers.get(topic, topic)
             with lock:
-                self.stats.received(frame.timestamp)
+                self.stats.received(frame.timestamp, source)
+                tracer.received(frame, source)
             try:
                 node.on_frame(topic, frame)
             except Exception as exc:

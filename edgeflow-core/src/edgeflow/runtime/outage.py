@@ -21,6 +21,8 @@ class Outage:
         self.since: float | None = None
         self.backoff = Backoff(0.1, 2.0)
         self.next_try = 0.0
+        #: Outages this worker came back from: each one a reconnection to the broker.
+        self.reconnects = 0
 
     def failed(self, exc: BrokerError, *, wait: bool = True) -> None:
         """Count a failure (logged when an outage starts); wait out the backoff unless `wait` is False."""
@@ -41,4 +43,5 @@ class Outage:
         if self.since is not None:
             self.logger.warning("broker reachable again after %.1fs", time.monotonic() - self.since)
             self.since = None
+            self.reconnects += 1
             self.backoff.reset()

@@ -14,6 +14,7 @@ from ..plugins import get_codec
 from ..tcp import FrameSender
 from .outage import Outage
 from .stats import NodeStats
+from .trace import Tracer
 
 if TYPE_CHECKING:
     from ..app import NodeSpec
@@ -47,6 +48,7 @@ class Outputs:
         self.senders: list[FrameSender] = []
         self.outage_dropped = 0
         self.backpressure_since: float | None = None
+        self.tracer = Tracer(ctx.app, spec.name, stats)
 
     def open(self) -> None:
         """Open a publisher per encoding (retrying while the broker is down) and a sender per gateway link."""
@@ -82,6 +84,7 @@ class Outputs:
     def emit(self, frame: Frame) -> bool:
         """Send `frame` on every output link; False when the broker could not take it (counted)."""
         raw: tuple[bytes, Any] | None = None
+        self.tracer.written(frame)
         if self.senders or any(codec is None for codec, _, _ in self.publishers):
             raw = encode(frame)
         for sender in self.senders:
@@ -137,6 +140,14 @@ class Outputs:
         if self.senders:
             self.stats.extra["gateway_dropped"] = sent
         return sent + self.outage_dropped + sum(p.dropped for _, _, p in self.publishers)
+
+    def drop_reasons(self) -> dict[str, int]:
+        """`dropped()` by reason: a full gateway outbox, a broker outage, a full data plane."""
+        return {
+            "gateway_outbox": sum(s.dropped for s in self.senders),
+            "broker_down": self.outage_dropped,
+            "data_plane": sum(p.dropped for _, _, p in self.publishers),
+        }
 
     def close(self) -> None:
         """Send what is queued to the gateways (up to a second), then close the publishers."""

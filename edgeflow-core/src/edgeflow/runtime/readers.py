@@ -39,7 +39,7 @@ def as_output(node: str, result: Any, source: Frame | None, frame_id: int) -> Fr
             return None
     if source is None:
         return Frame(frame_id, time.time(), meta, result)
-    return Frame(source.frame_id, source.timestamp, meta, result)
+    return Frame(source.frame_id, source.timestamp, meta, result, source.trace)
 
 
 class _ReaderWorker(Worker):
@@ -73,6 +73,7 @@ class _ReaderWorker(Worker):
         while not stop.is_set():
             try:
                 deliveries = self.sub.read(_READ_TIMEOUT)
+                read_at = time.time()
                 self.outage.ok()
             except BrokerError as exc:
                 self.outage.failed(exc)
@@ -83,7 +84,8 @@ class _ReaderWorker(Worker):
                 for i, d in enumerate(deliveries):
                     if stop.is_set() and done:
                         break  # stop taking work; unacknowledged durable frames go to a live replica
-                    self.stats.received(d.frame.timestamp)
+                    self.stats.received(d.frame.timestamp, d.source)
+                    self.outputs.tracer.read(d.frame, read_at)
                     if self._handle_with_retries(node, d):
                         done.append(d)
                     if time.monotonic() - alive_at >= self.sub.keepalive_every and i + 1 < len(deliveries):
@@ -155,9 +157,39 @@ class _ReaderWorker(Worker):
         """Drops made by the node type itself (fusion: frames that can never match)."""
         return 0
 
+    def input_drop_reasons(self) -> dict[str, int]:
+        sub = getattr(self, "sub", None)
+        out = {"stale": sub.skipped if sub is not None else 0}
+        if self.spec.type == "fusion":
+            out["unmatched"] = self.extra_dropped()
+        return out
+
+    def probe(self) -> dict[str, Any]:
+        out = super().probe()
+        if self.replica == 0:
+            # One replica per process reports its links' backlog: the group's, the same for every replica. The
+            # links are kept once known, so that the last report, after the node closed, still has them.
+            if getattr(self, "_probed", None) is None and self.node is not None:
+                self._probed = self.inputs(self.node)
+            out["links"] = self._backlogs(getattr(self, "_probed", None) or [])
+        return out
+
+    def _backlogs(self, links: list[Link]) -> list[dict[str, Any]]:
+        out = []
+        for ln in links:
+            try:
+                backlog = self.ctx.broker.link_backlog(ln.topic, ln.target, ln.variant)
+            except BrokerError:
+                backlog = None
+            if backlog is not None:
+                out.append({"source": ln.source, "target": ln.target, "depth": backlog[0], "pending": backlog[1]})
+        return out
+
     def call(self, node: Node, fn: Callable[[Any], Any], arg: Any, frame: Frame) -> tuple[bool, Any]:
         """Run the node's code on one input; (False, None) when it raised (logged and counted)."""
         node.current_frame = frame
+        tracer = self.outputs.tracer
+        tracer.start()
         t0 = time.perf_counter()
         try:
             result = fn(arg)
@@ -169,6 +201,7 @@ class _ReaderWorker(Worker):
         finally:
             node.current_frame = None
         self.stats.proc_ms.append((time.perf_counter() - t0) * 1000.0)
+        tracer.end(frame, node.current_source)
         return True, result
 
     def send_result(self, result: Any, source: Frame) -> None:

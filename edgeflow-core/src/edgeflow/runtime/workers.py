@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backoff import Backoff
 from ..errors import ConfigurationError, EdgeFlowError, NodeError
@@ -49,10 +49,13 @@ class ErrorLog:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         self._last_tb = 0.0
+        #: The last failure: its message and time.time(), for the dashboard and `edgeflow trace`.
+        self.last: tuple[str, float] | None = None
 
     def __call__(self, message: str, exc: BaseException | None = None) -> None:
         """Log `message`, with `exc`'s traceback unless one was logged less than a second ago."""
         now = time.monotonic()
+        self.last = (message, time.time())
         if exc is not None and now - self._last_tb >= 1.0:
             self._last_tb = now
             tb = "".join(traceback.format_exception(exc)).rstrip()
@@ -73,6 +76,7 @@ class Worker:
         self.errors = ErrorLog(self.logger)
         self.outage = Outage(self.logger, ctx.stop)
         self.outputs = Outputs(ctx, spec, self.stats, self.logger, self.errors, self.outage)
+        self.stats.probe = self.probe
         self.node: Node | None = None
         self.thread: threading.Thread | None = None
         self.finished = threading.Event()
@@ -187,3 +191,20 @@ class Worker:
     def sync_counters(self) -> None:
         """Fold the transport's counters into the node's statistics."""
         self.stats.dropped = self.input_dropped() + self.outputs.dropped()
+
+    def input_drop_reasons(self) -> dict[str, int]:
+        """`input_dropped()` by reason."""
+        return {}
+
+    def probe(self) -> dict[str, Any]:
+        """What the statistics reporter adds to each snapshot: drops by reason, reconnections, liveness, the last
+        error. Runs on the reporter's thread, once a second."""
+        out: dict[str, Any] = {
+            "drops": {**self.input_drop_reasons(), **self.outputs.drop_reasons()},
+            "broker_reconnects": self.outage.reconnects,
+            "alive": self.stats.state == "running" and self.thread is not None and self.thread.is_alive(),
+        }
+        last = self.errors.last
+        if last is not None:
+            out["last_error"] = {"message": last[0][:500], "ts": last[1]}
+        return out

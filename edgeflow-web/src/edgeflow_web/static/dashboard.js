@@ -9,6 +9,13 @@
   const history = [];
   const tiles = new Map();
   let last = null;
+  // The charts' columns: {ts, nodes: {name: {fps, e2e_p50, ...}}, links: {"a->b": [...]}}, from /api/history then
+  // one sample a second from the WebSocket.
+  let hist = null;
+  const HISTORY_MAX = 600;
+  const charts = {};
+  window.edgeflowCharts = charts;
+  const PALETTE = ["#35c7f3", "#3ddc97", "#b48cff", "#ffb547", "#ff5d6c", "#7aa2ff", "#f78fb3", "#c2e812", "#ff8c42", "#9aa5b1"];
 
   const num = (v, d = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
   const ms = (v) => (v === null || v === undefined ? "—" : v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : Math.round(v));
@@ -50,6 +57,9 @@
     renderGraph(s);
     renderNodes(s);
     renderData(s);
+    renderTraces(s);
+    renderErrors(s);
+    appendHistory(s.history);
   }
 
   function renderKpis(s) {
@@ -212,6 +222,7 @@
         cell(num(n.fps_in)), cell(num(n.fps_out)),
         cell(int(n.dropped), n.dropped ? "n warn" : "n"), cell(int(n.failed), n.failed ? "n bad" : "n"),
         cell(pair(n.proc_ms_p50, n.proc_ms_p99)), cell(pair(n.e2e_ms_p50, n.e2e_ms_p99)), cell(ago(since)),
+        cell(n.last_error ? ago(Math.max(0, s.ts - n.last_error.ts)) : "—", n.last_error ? "type bad" : "type"),
       );
       return tr;
     });
@@ -234,5 +245,137 @@
     $("data-topics").replaceChildren(...boxes);
   }
 
+  // History charts (uPlot) -------------------------------------------------------------------------------
+  async function loadHistory() {
+    try {
+      const r = await fetch("/api/history" + q);
+      if (r.ok) { hist = await r.json(); drawCharts(); }
+    } catch (err) { console.error(err); }
+  }
+
+  function appendHistory(p) {
+    if (!hist || !p) return;
+    const n = hist.ts.length;
+    if (n && hist.ts[n - 1] >= p.ts) return;
+    hist.ts.push(p.ts);
+    for (const [name, figs] of Object.entries(p.nodes || {})) {
+      if (!hist.nodes[name]) hist.nodes[name] = Object.fromEntries(Object.keys(figs).map((k) => [k, new Array(n).fill(null)]));
+      for (const [k, v] of Object.entries(figs)) (hist.nodes[name][k] ||= new Array(n).fill(null)).push(v ?? null);
+    }
+    for (const [name, cols] of Object.entries(hist.nodes)) for (const col of Object.values(cols)) if (col.length < n + 1) col.push(null);
+    for (const [k, v] of Object.entries(p.links || {})) (hist.links[k] ||= new Array(n).fill(null)).push(v ?? null);
+    for (const col of Object.values(hist.links)) if (col.length < n + 1) col.push(null);
+    if (hist.ts.length > HISTORY_MAX) {
+      const cut = hist.ts.length - HISTORY_MAX;
+      hist.ts.splice(0, cut);
+      for (const cols of Object.values(hist.nodes)) for (const col of Object.values(cols)) col.splice(0, cut);
+      for (const col of Object.values(hist.links)) col.splice(0, cut);
+    }
+    drawCharts();
+  }
+
+  const any = (col) => col.some((v) => v !== null && v !== undefined && v !== 0);
+
+  function chartSpecs() {
+    const nodes = Object.entries(hist.nodes), links = Object.entries(hist.links);
+    const fps = nodes.map(([name, c]) => ({ label: name, values: c.fps }));
+    const e2e = [];
+    for (const [name, c] of nodes) {
+      if (!c.e2e_p50.some((v) => v !== null)) continue;
+      e2e.push({ label: name + " p50", values: c.e2e_p50, key: name }, { label: name + " p99", values: c.e2e_p99, key: name, dash: [5, 4] });
+    }
+    const depth = links.map(([name, col]) => ({ label: name, values: col }));
+    const sum = (field) => hist.ts.map((_, i) => nodes.reduce((a, [, c]) => a + (c[field][i] || 0), 0));
+    const drops = [{ label: "dropped (all)", values: sum("dropped") }, { label: "failed (all)", values: sum("failed"), key: "failed" }];
+    for (const [name, c] of nodes) {
+      if (any(c.dropped)) drops.push({ label: name + " dropped", values: c.dropped, key: name });
+      if (any(c.failed)) drops.push({ label: name + " failed", values: c.failed, key: name, dash: [5, 4] });
+    }
+    return { fps, e2e, depth, drops };
+  }
+
+  function drawCharts() {
+    if (!hist || typeof uPlot === "undefined") return;
+    const span = hist.ts.length ? Math.round(hist.ts[hist.ts.length - 1] - hist.ts[0]) : 0;
+    $("history-span").textContent = span ? `last ${span >= 120 ? Math.round(span / 60) + " min" : span + " s"}` : "";
+    for (const [id, series] of Object.entries(chartSpecs())) drawChart(id, series);
+  }
+
+  function drawChart(id, series) {
+    const box = $("ch-" + id);
+    const keys = series.map((s) => s.label).join("|");
+    const data = [hist.ts, ...series.map((s) => s.values)];
+    let chart = charts[id];
+    if (chart && chart.keys === keys) { chart.setData(data); return; }
+    if (chart) chart.destroy();
+    const colors = new Map();
+    const colour = (k) => { if (!colors.has(k)) colors.set(k, PALETTE[colors.size % PALETTE.length]); return colors.get(k); };
+    const axis = { stroke: "#8b98a9", grid: { stroke: "#1c2531", width: 1 }, ticks: { stroke: "#232d3b" } };
+    chart = new uPlot({
+      width: Math.max(240, box.clientWidth), height: 170,
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] } },
+      axes: [axis, { ...axis, size: 48 }],
+      legend: { live: false },
+      series: [{}, ...series.map((s) => ({ label: s.label, stroke: colour(s.key || s.label), width: 1.6, dash: s.dash, spanGaps: false, points: { show: false } }))],
+    }, data, box);
+    chart.keys = keys;
+    charts[id] = chart;
+  }
+
+  window.addEventListener("resize", () => {
+    for (const [id, chart] of Object.entries(charts)) chart.setSize({ width: Math.max(240, $("ch-" + id).clientWidth), height: 170 });
+  });
+
+  // Latency breakdown -------------------------------------------------------------------------------------
+  function renderTraces(s) {
+    const paths = s.traces || [];
+    $("trace-card").hidden = paths.length === 0;
+    const boxes = paths.map((p) => {
+      const box = el("div", { class: "path", "data-path": p.nodes.join(">") });
+      const head = el("header");
+      head.append(el("b", {}, p.nodes.join(" → ")),
+        el("span", {}, `total ${pair(p.total_p50_ms, p.total_p99_ms)} ms · slowest ${p.slowest} · ${p.samples} frames`));
+      const bar = el("div", { class: "bar" });
+      const total = p.stages.reduce((a, st) => a + (st.p50_ms || 0), 0) || 1;
+      const rows = el("tbody");
+      for (const st of p.stages) {
+        const slow = st.name === p.slowest;
+        const seg = el("span", { class: `seg k-${st.kind}${slow ? " slowest" : ""}`, title: `${st.name}: p50 ${ms(st.p50_ms)} ms`, "data-stage": st.name });
+        seg.style.flexGrow = String(Math.max((st.p50_ms || 0) / total, 0.004));
+        if ((st.p50_ms || 0) / total > 0.12) seg.textContent = st.name;
+        bar.append(seg);
+        const tr = el("tr", { class: "stage" + (slow ? " slowest" : ""), "data-stage": st.name });
+        const name = el("td");
+        name.append(el("i", { class: "sw k-" + st.kind }), el("span", {}, st.name));
+        if (slow) name.append(el("span", { class: "tag slow" }, "SLOWEST"));
+        const skew = el("td", { class: "type" }, st.cross_host ? "across hosts: clock skew" : "one host");
+        tr.append(name, el("td", { class: "type" }, st.kind), el("td", { class: "n" }, ms(st.p50_ms)), el("td", { class: "n" }, ms(st.p99_ms)), skew);
+        rows.append(tr);
+      }
+      const table = el("table", { class: "stages" });
+      const thead = el("thead");
+      thead.innerHTML = '<tr><th>Stage</th><th>Kind</th><th class="n">p50 ms</th><th class="n">p99 ms</th><th>Clocks</th></tr>';
+      table.append(thead, rows);
+      box.append(head, bar, table);
+      return box;
+    });
+    $("traces").replaceChildren(...boxes);
+  }
+
+  // Errors ------------------------------------------------------------------------------------------------
+  function renderErrors(s) {
+    const failing = (s.nodes || []).filter((n) => n.last_error);
+    $("errors-card").hidden = failing.length === 0;
+    const rows = failing.map((n) => {
+      const tr = el("tr", { "data-node": n.name });
+      const when = new Date(n.last_error.ts * 1000).toLocaleTimeString([], { hour12: false });
+      tr.append(el("td", { class: "nm" }, n.name), el("td", { class: "n when" }, `${when} (${ago(Math.max(0, s.ts - n.last_error.ts))})`),
+        el("td", { class: "msg" }, n.last_error.message));
+      return tr;
+    });
+    $("errors").querySelector("tbody").replaceChildren(...rows);
+  }
+
+  loadHistory();
   connect();
 })();

@@ -25,6 +25,7 @@ from .publisher import RedisPublisher
 from .replay import remove_groups, replay_streams
 from .scripts import Scripts
 from .subscription import DEAD_MAX_LEN, RedisSubscription
+from .tail import TailSubscription
 
 if TYPE_CHECKING:
     from ...links import Link
@@ -217,7 +218,14 @@ class RedisBroker(Broker):
 
     def link_depth(self, source: str, group: str, variant: str = "") -> int | None:
         """Return how many entries of the topic `source` wait for `group` (Redis 7's lag plus unacknowledged)."""
+        backlog = self.link_backlog(source, group, variant)
+        return None if backlog is None else backlog[0]
+
+    def link_backlog(self, source: str, group: str, variant: str = "") -> tuple[int, int] | None:
+        """Return (depth, pending) of `group` on the topic `source`: Redis 7's lag plus the durable entries
+        delivered and not acknowledged, and those alone."""
         total: int | None = None
+        unacked = 0
         for qos in QOS_VALUES:
             try:
                 infos = self.client.xinfo_groups(self.stream_key(source, qos, variant))
@@ -228,7 +236,12 @@ class RedisBroker(Broker):
                     lag = info.get("lag")
                     pending = int(info.get("pending") or 0) if qos == "durable" else 0
                     total = (total or 0) + (int(lag) if lag is not None else 0) + pending
-        return total
+                    unacked += pending
+        return None if total is None else (total, unacked)
+
+    def tail(self, topic: str) -> Subscription:
+        """Watch `topic`'s frames from now on, taking no part in any group (for `edgeflow topic hz|echo`)."""
+        return TailSubscription(self, topic)
 
     def dead_letters(self, target: str, count: int = 100) -> list[dict[str, Any]]:
         """Return up to `count` dead letters of `target`, oldest first: id, source, frame_id, attempts, error."""
