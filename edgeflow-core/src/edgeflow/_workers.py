@@ -22,7 +22,7 @@ from .config import settings
 from .errors import BackpressureError, BrokerError, ConfigurationError, FrameError, NodeError
 from .frame import Frame, encode
 from .linker import Link
-from .nodes import FusionNode, GatewayNode, Node
+from .nodes import IDLE, FusionNode, GatewayNode, Node
 from .stats import NodeStats, StatsAggregator, StatsReporter
 from .sync import Synchronizer
 
@@ -298,6 +298,8 @@ class ProducerWorker(Worker):
                     f"node {self.spec.name!r}: produce() raised on frame {seq}: {type(exc).__name__}: {exc}", exc
                 )
                 out = ...
+            if out is IDLE:
+                continue  # nothing came within produce()'s own timeout: no frame, no count, no pacing sleep
             if out is None:
                 self.logger.info(
                     "node %r: produce() returned None, the stream ended after %d frames", self.spec.name, seq

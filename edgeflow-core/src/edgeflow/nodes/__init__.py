@@ -6,6 +6,6 @@ from .base import Node
 from .consumer import ConsumerNode, SinkNode
 from .fusion import FusionNode
 from .gateway import GatewayInterface, GatewayNode
-from .producer import ProducerNode
+from .producer import IDLE, ProducerNode
 
-__all__ = ["ConsumerNode", "FusionNode", "GatewayInterface", "GatewayNode", "Node", "ProducerNode", "SinkNode"]
+__all__ = ["IDLE", "ConsumerNode", "FusionNode", "GatewayInterface", "GatewayNode", "Node", "ProducerNode", "SinkNode"]
