@@ -116,7 +116,7 @@ class Domain:
         self.users = 0
 
     def topic(self, ros_name: str, msg_type: str) -> Topic[Any]:
-        """Return the DDS topic of `ros_name` carrying `msg_type`, created once per participant."""
+        """Return the DDS topic of `ros_name` carrying `msg_type`, created once per participant; under _create_lock."""
         name = dds_topic(ros_name)
         known = self.topics.get(name)
         if known is not None:
@@ -135,6 +135,10 @@ class Domain:
 
 _lock = threading.Lock()
 _domains: dict[int, Domain] = {}
+# cyclonedds-python builds an IDL type's description when its first topic is made, and that is not
+# thread-safe: sources configured on several threads at once got "Non specific error" from Topic().
+# Entities are made one at a time (a few per node, at start-up).
+_create_lock = threading.Lock()
 
 
 def acquire(domain_id: int) -> Domain:
@@ -164,11 +168,12 @@ class RawWriter:
 
     def __init__(self, domain: Domain, ros_name: str, msg_type: str, qos: str, depth: int | None) -> None:
         self.ros_name = ros_name
-        topic = domain.topic(ros_name, msg_type)
-        try:
-            self.writer: DataWriter[Any] = DataWriter(domain.participant, topic, qos=writer_qos(qos, depth))
-        except DDSException as exc:
-            raise DdsError(f"Cyclone DDS can't create a writer on {ros_name}: {exc}") from exc
+        with _create_lock:
+            topic = domain.topic(ros_name, msg_type)
+            try:
+                self.writer: DataWriter[Any] = DataWriter(domain.participant, topic, qos=writer_qos(qos, depth))
+            except DDSException as exc:
+                raise DdsError(f"Cyclone DDS can't create a writer on {ros_name}: {exc}") from exc
         self._ref = self.writer._ref
 
     def write(self, sample: bytes | bytearray | memoryview) -> bool:
@@ -199,15 +204,16 @@ class RawReader:
 
     def __init__(self, domain: Domain, ros_name: str, msg_type: str, qos: str, depth: int | None) -> None:
         self.ros_name = ros_name
-        topic = domain.topic(ros_name, msg_type)
         self.depth = depth or (DEFAULT_DEPTH if qos == "durable" else SENSOR_DATA_DEPTH)
-        try:
-            self.reader: DataReader[Any] = DataReader(domain.participant, topic, qos=reader_qos(qos, depth))
-            self.condition = ReadCondition(self.reader, _MASK)
-            self.waitset = WaitSet(domain.participant)
-            self.waitset.attach(self.condition)
-        except DDSException as exc:
-            raise DdsError(f"Cyclone DDS can't create a reader on {ros_name}: {exc}") from exc
+        with _create_lock:
+            topic = domain.topic(ros_name, msg_type)
+            try:
+                self.reader: DataReader[Any] = DataReader(domain.participant, topic, qos=reader_qos(qos, depth))
+                self.condition = ReadCondition(self.reader, _MASK)
+                self.waitset = WaitSet(domain.participant)
+                self.waitset.attach(self.condition)
+            except DDSException as exc:
+                raise DdsError(f"Cyclone DDS can't create a reader on {ros_name}: {exc}") from exc
         self._ref = self.reader._ref
 
     def take(self, timeout: float) -> list[tuple[bytes, Any]]:

@@ -157,7 +157,7 @@ class Ros2Source(ProducerNode):
         except MessageError as exc:
             self.stats.rejected += 1
             # Problems of one kind (the reason without its numbers) are logged once, then counted.
-            self._ros_problems(re.sub(r"\d+", "N", exc.reason)[:60], f"node {self.name!r}: message on {exc}")
+            self._ros_problems(re.sub(r"\d+", "N", exc.reason)[:60], f"node {self.name!r}: dropped a message on {exc}")
             return None
         if not stamp:
             stamp = info.source_timestamp * 1e-9

@@ -1,0 +1,156 @@
+"""The ROS 2 side of the tests, run as its own process: `benchmarks._harness.Child("tests.ros2.ros_side:sub", ...)`.
+
+It uses cyclonedds-python's IDL types and (de)serializers only (tests/ros2/ros_msgs.py), never the plugin,
+and names topics and types the way rmw_cyclonedds_cpp does: `rt/<topic>`, `pkg::msg::dds_::Name_`.
+Each role prints `READY {json}` once its reader or writer exists and `RESULT {json}` when it is done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+from cyclonedds.core import Policy, Qos
+from cyclonedds.domain import DomainParticipant
+from cyclonedds.pub import DataWriter
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+from cyclonedds.util import duration
+
+from benchmarks._harness import announce
+
+from .patterns import expected_bytes, pattern
+from .ros_msgs import TYPES, CompressedImage, Header, Image, String, Time
+
+
+def _participant() -> DomainParticipant:
+    return DomainParticipant(int(os.environ.get("ROS_DOMAIN_ID", "0")))
+
+
+def _qos(reliable: bool) -> Qos:
+    # rmw_qos_profile_default (reliable, keep last 10) or rmw_qos_profile_sensor_data (best effort, keep last 5).
+    if reliable:
+        return Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(10))
+    return Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5))
+
+
+def _topic(dp: DomainParticipant, name: str, msg_type: str) -> Topic[Any]:
+    return Topic(dp, "rt" + name, TYPES[msg_type])
+
+
+def sub(topic: str, msg_type: str, count: int, timeout: float, reliable: bool = False) -> None:
+    """Read `count` messages (or until `timeout`); check images against the test pattern named by frame_id."""
+    dp = _participant()
+    reader = DataReader(dp, _topic(dp, topic, msg_type), qos=_qos(reliable))
+    announce("READY", {})
+    arrivals: list[float] = []
+    latencies: list[float] = []
+    fields: list[dict[str, Any]] = []
+    bad: list[str] = []
+    texts: list[str] = []
+    end = time.monotonic() + timeout
+    while len(arrivals) < count and time.monotonic() < end:
+        samples = reader.take(N=16)
+        if not samples:
+            time.sleep(0.002)
+            continue
+        for s in samples:
+            now = time.time()
+            if msg_type == "std_msgs/msg/String":
+                texts.append(s.data)
+                arrivals.append(now)
+                continue
+            stamp = s.header.stamp.sec + s.header.stamp.nanosec * 1e-9
+            arrivals.append(now)
+            latencies.append((now - stamp) * 1000.0)
+            index = int(s.header.frame_id.removeprefix("f"))
+            if msg_type == "sensor_msgs/msg/Image":
+                fields.append({"w": s.width, "h": s.height, "encoding": s.encoding, "step": s.step,
+                               "bigendian": s.is_bigendian, "len": len(s.data), "stamp": stamp})  # fmt: skip
+                want = expected_bytes(index, s.height, s.width, s.encoding)
+                if bytes(s.data) != want:
+                    bad.append(f"frame {index}: pixels differ")
+            else:
+                import simplejpeg
+
+                img = simplejpeg.decode_jpeg(bytes(s.data), colorspace="BGR")
+                err = float(np.abs(img.astype(int) - pattern(index, *img.shape[:2]).astype(int)).mean())
+                fields.append({"format": s.format, "h": img.shape[0], "w": img.shape[1], "mean_abs_err": err})
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    announce("RESULT", {
+        "count": len(arrivals), "rate": (len(arrivals) - 1) / span if span else 0.0, "fields": fields[:3] + fields[-3:],
+        "all_fields": sorted({tuple(sorted((k, v) for k, v in f.items() if k not in ("stamp", "mean_abs_err")))
+                              for f in fields}),
+        "bad": bad[:5], "n_bad": len(bad), "texts": texts,
+        "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
+        "max_err": max((f.get("mean_abs_err", 0.0) for f in fields), default=0.0),
+    })  # fmt: skip
+
+
+def _message(spec: dict[str, Any]) -> Any:
+    """Build one message from a spec: the test pattern in an encoding, or explicitly wrong fields."""
+    kind = spec["kind"]
+    header = Header(Time(spec.get("sec", 0), spec.get("nanosec", 0)), spec.get("frame_id", ""))
+    if kind == "string":
+        return String(spec["text"])
+    if kind == "jpeg":
+        import simplejpeg
+
+        blob = simplejpeg.encode_jpeg(pattern(spec["index"], spec["h"], spec["w"]), quality=95, colorspace="BGR")
+        return CompressedImage(header, "jpeg", list(blob))
+    h, w, encoding = spec["h"], spec["w"], spec["encoding"]
+    data = expected_bytes(spec.get("index", 0), h, w, encoding) if encoding in ("bgr8", "rgb8", "mono8") else b""
+    data = data[: spec["data_len"]] if "data_len" in spec else data
+    step = spec.get("step", len(data) // h if h else 0)
+    return Image(header, spec.get("h_field", h), spec.get("w_field", w), encoding, 0, step, list(data))
+
+
+def pub(streams: list[dict[str, Any]], rate: float, reliable: bool, timeout: float) -> None:
+    """Publish each stream's messages at `rate`, interleaved, once its reader matched; wait for acknowledgements.
+
+    A stream is {"topic", "msg_type", "messages"}, and "match": False for a writer that no reader will accept
+    (another type on a topic); each stream has a participant of its own, as separate ROS 2 nodes would.
+    """
+    writers = []
+    for stream in streams:
+        dp = _participant()
+        writer = DataWriter(dp, _topic(dp, stream["topic"], stream["msg_type"]), qos=_qos(reliable))
+        # Built before sending: the rate is the wire's, not numpy's.
+        writers.append((dp, writer, [_message(m) for m in stream["messages"]], stream.get("match", True)))
+    announce("READY", {})
+    end = time.monotonic() + timeout
+    for _, writer, _, match in writers:
+        while match and writer.get_publication_matched_status().current_count < 1 and time.monotonic() < end:
+            time.sleep(0.01)
+    matched = [w.get_publication_matched_status().current_count for _, w, _, _ in writers]
+    next_t = time.perf_counter()
+    for i in range(max(len(samples) for _, _, samples, _ in writers)):
+        for _, writer, samples, _ in writers:
+            if i < len(samples):
+                writer.write(samples[i])
+        next_t += 1.0 / rate
+        time.sleep(max(0.0, next_t - time.perf_counter()))
+    acked = all(w.wait_for_acks(duration(seconds=5)) for _, w, _, match in writers if match) if reliable else True
+    time.sleep(0.2)
+    announce("RESULT", {"sent": sum(len(s) for _, _, s, _ in writers), "matched": matched, "acked": bool(acked)})
+
+
+def relay(src: str, dst: str, duration_s: float) -> None:
+    """Take every Image on `src` and write it unchanged to `dst`, as a ROS 2 node republishing it would."""
+    dp = _participant()
+    reader = DataReader(dp, _topic(dp, src, "sensor_msgs/msg/Image"), qos=_qos(False))
+    writer = DataWriter(dp, _topic(dp, dst, "sensor_msgs/msg/Image"), qos=_qos(False))
+    announce("READY", {})
+    relayed = 0
+    end = time.monotonic() + duration_s
+    while time.monotonic() < end:
+        samples = reader.take(N=16)
+        if not samples:
+            time.sleep(0.002)
+            continue
+        for s in samples:
+            writer.write(s)
+            relayed += 1
+    announce("RESULT", {"relayed": relayed})
