@@ -40,53 +40,56 @@ def _topic(dp: DomainParticipant, name: str, msg_type: str) -> Topic[Any]:
     return Topic(dp, "rt" + name, TYPES[msg_type])
 
 
-def sub(topic: str, msg_type: str, count: int, timeout: float, reliable: bool = False) -> None:
-    """Read `count` messages (or until `timeout`); check images against the test pattern named by frame_id."""
-    dp = _participant()
-    reader = DataReader(dp, _topic(dp, topic, msg_type), qos=_qos(reliable))
-    announce("READY", {})
-    arrivals: list[float] = []
-    latencies: list[float] = []
-    fields: list[dict[str, Any]] = []
-    bad: list[str] = []
-    texts: list[str] = []
-    end = time.monotonic() + timeout
-    while len(arrivals) < count and time.monotonic() < end:
-        samples = reader.take(N=16)
-        if not samples:
-            time.sleep(0.002)
-            continue
-        for s in samples:
-            now = time.time()
-            if msg_type == "std_msgs/msg/String":
-                texts.append(s.data)
-                arrivals.append(now)
-                continue
-            stamp = s.header.stamp.sec + s.header.stamp.nanosec * 1e-9
-            arrivals.append(now)
-            latencies.append((now - stamp) * 1000.0)
-            index = int(s.header.frame_id.removeprefix("f"))
-            if msg_type == "sensor_msgs/msg/Image":
-                fields.append({"w": s.width, "h": s.height, "encoding": s.encoding, "step": s.step,
-                               "bigendian": s.is_bigendian, "len": len(s.data), "stamp": stamp})  # fmt: skip
-                want = expected_bytes(index, s.height, s.width, s.encoding)
-                if bytes(s.data) != want:
-                    bad.append(f"frame {index}: pixels differ")
-            else:
-                import simplejpeg
+def _check(msg_type: str, s: Any, now: float, out: dict[str, Any]) -> None:
+    """Record one received message; images are compared with the test pattern their frame_id names."""
+    out["arrivals"].append(now)
+    if msg_type == "std_msgs/msg/String":
+        out["texts"].append(s.data)
+        return
+    stamp = s.header.stamp.sec + s.header.stamp.nanosec * 1e-9
+    out["latencies"].append((now - stamp) * 1000.0)
+    index = int(s.header.frame_id.removeprefix("f"))
+    if msg_type == "sensor_msgs/msg/Image":
+        out["fields"].append({"w": s.width, "h": s.height, "encoding": s.encoding, "step": s.step,
+                              "bigendian": s.is_bigendian, "len": len(s.data)})  # fmt: skip
+        if bytes(s.data) != expected_bytes(index, s.height, s.width, s.encoding):
+            out["bad"].append(f"frame {index}: pixels differ")
+        return
+    import simplejpeg
 
-                img = simplejpeg.decode_jpeg(bytes(s.data), colorspace="BGR")
-                err = float(np.abs(img.astype(int) - pattern(index, *img.shape[:2]).astype(int)).mean())
-                fields.append({"format": s.format, "h": img.shape[0], "w": img.shape[1], "mean_abs_err": err})
-    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
-    announce("RESULT", {
-        "count": len(arrivals), "rate": (len(arrivals) - 1) / span if span else 0.0, "fields": fields[:3] + fields[-3:],
-        "all_fields": sorted({tuple(sorted((k, v) for k, v in f.items() if k not in ("stamp", "mean_abs_err")))
-                              for f in fields}),
-        "bad": bad[:5], "n_bad": len(bad), "texts": texts,
-        "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
-        "max_err": max((f.get("mean_abs_err", 0.0) for f in fields), default=0.0),
-    })  # fmt: skip
+    img = simplejpeg.decode_jpeg(bytes(s.data), colorspace="BGR")
+    err = float(np.abs(img.astype(int) - pattern(index, *img.shape[:2]).astype(int)).mean())
+    out["fields"].append({"format": s.format, "h": img.shape[0], "w": img.shape[1]})
+    out["max_err"] = max(out["max_err"], err)
+
+
+def sub(streams: list[dict[str, Any]], timeout: float, reliable: bool = False) -> None:
+    """Read `count` messages of each stream {"topic", "msg_type", "count"} (or until `timeout`), checking them."""
+    dp = _participant()
+    readers = [(DataReader(dp, _topic(dp, st["topic"], st["msg_type"]), qos=_qos(reliable)), st) for st in streams]
+    announce("READY", {})
+    seen = {st["topic"]: {"arrivals": [], "latencies": [], "fields": [], "bad": [], "texts": [], "max_err": 0.0}
+            for st in streams}  # fmt: skip
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(len(seen[st["topic"]]["arrivals"]) < st["count"] for st in streams):
+        idle = True
+        for reader, st in readers:
+            for s in reader.take(N=16):
+                idle = False
+                _check(st["msg_type"], s, time.time(), seen[st["topic"]])
+        if idle:
+            time.sleep(0.002)
+    result = {}
+    for topic, out in seen.items():
+        arrivals = out["arrivals"]
+        span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+        result[topic] = {
+            "count": len(arrivals), "rate": (len(arrivals) - 1) / span if span else 0.0,
+            "all_fields": sorted({tuple(sorted(f.items())) for f in out["fields"]}),
+            "bad": out["bad"][:5], "n_bad": len(out["bad"]), "texts": out["texts"], "max_err": out["max_err"],
+            "p50_ms": float(np.percentile(out["latencies"], 50)) if out["latencies"] else None,
+        }  # fmt: skip
+    announce("RESULT", result)
 
 
 def _message(spec: dict[str, Any]) -> Any:

@@ -86,9 +86,10 @@ def test_edgeflow_to_ros2_640x480_at_30_fps(redis_url: str, app_name: str) -> No
             self.add_interface(Ros2Interface({"cam": "/edgeflow/camera/image_raw"}))
 
     app.link("cam").to("gw")
-    with ros_side("sub", topic="/edgeflow/camera/image_raw", msg_type=IMAGE, count=90, timeout=25) as ros:
+    stream = {"topic": "/edgeflow/camera/image_raw", "msg_type": IMAGE, "count": 90}
+    with ros_side("sub", streams=[stream], timeout=25) as ros:
         with RunningApp(app) as run:
-            res = ros.finish(40)
+            res = ros.finish(40)["/edgeflow/camera/image_raw"]
             summary = run.stop()
     assert res["count"] == 90, res
     assert res["rate"] >= 25, f"{res['rate']:.1f} Hz at the ROS 2 side"
@@ -248,3 +249,52 @@ def test_bad_input_is_counted_and_the_source_keeps_running(redis_url: str, app_n
     assert summary["ros_bad"]["rejected"] == 5, summary["ros_bad"]
     assert summary["ros_bad"]["failed"] == 0
     assert summary["ros_bad"]["ros2_refused_writers"] >= 1, "the String writer was refused and counted"
+
+
+def test_edgeflow_to_ros2_rgb8_mono8_jpeg_and_string(redis_url: str, app_name: str) -> None:
+    h, w = 48, 64
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+
+    def producer(name: str, make: Any) -> None:
+        @app.node(name=name, type="producer", fps=30)
+        class P(ProducerNode):
+            def configure(self) -> None:
+                self.i = 0
+
+            def produce(self) -> Frame:
+                self.i += 1
+                return Frame(self.i, time.time(), {"frame_id": f"f{self.i}"}, make(self.i))
+
+    producer("color", lambda i: pattern(i, h, w))
+    producer("gray", lambda i: np.ascontiguousarray(pattern(i, h, w)[..., 0]))
+    producer("jpg", lambda i: pattern(i, h, w))
+    producer("events", lambda i: {"i": i, "boxes": [[1, 2, 3, 4]]})
+
+    @app.node(name="gw", type="gateway")
+    class Gw(GatewayNode):
+        def configure(self) -> None:
+            topics = {"color": "/ef/color", "gray": "/ef/gray", "jpg": "/ef/jpeg", "events": "/ef/events"}
+            self.add_interface(Ros2Interface(topics, encodings={"color": "rgb8", "jpg": "jpeg"}))
+
+    for name in ("color", "gray", "jpg", "events"):
+        app.link(name).to("gw")
+    kinds = {"/ef/color": IMAGE, "/ef/gray": IMAGE, "/ef/jpeg": COMPRESSED, "/ef/events": STRING}
+    streams = [{"topic": topic, "msg_type": kind, "count": 8} for topic, kind in kinds.items()]
+    with ros_side("sub", streams=streams, timeout=20) as ros:
+        with RunningApp(app) as run:
+            res = ros.finish(30)
+            summary = run.stop()
+    assert all(res[st["topic"]]["count"] >= 8 for st in streams), {t: r["count"] for t, r in res.items()}
+    assert res["/ef/color"]["all_fields"] == [
+        [["bigendian", 0], ["encoding", "rgb8"], ["h", h], ["len", h * w * 3], ["step", w * 3], ["w", w]]
+    ]
+    assert res["/ef/gray"]["all_fields"] == [
+        [["bigendian", 0], ["encoding", "mono8"], ["h", h], ["len", h * w], ["step", w], ["w", w]]
+    ]
+    assert res["/ef/color"]["n_bad"] == res["/ef/gray"]["n_bad"] == 0, "pixels in RGB order and mono"
+    assert res["/ef/jpeg"]["all_fields"] == [[["format", "jpeg"], ["h", h], ["w", w]]]
+    # Random pixels at quality 80 with 4:2:0 chroma come back ~12 levels off; a red/blue swap would be ~85.
+    assert res["/ef/jpeg"]["max_err"] < 30, "the JPEG holds the frame, in BGR order"
+    events = [json.loads(t) for t in res["/ef/events"]["texts"]]
+    assert all(e["boxes"] == [[1, 2, 3, 4]] for e in events) and len({e["i"] for e in events}) == len(events)
+    assert summary["gw"]["ros2_failed"] == 0
