@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgeflow import EdgeApp, Frame, RedisBroker
-from edgeflow.nodes import GatewayNode, ProducerNode
+from edgeflow.nodes import GatewayNode
 from edgeflow.plugins import get_plugin_manager, registry
 from edgeflow.testing import RunningApp
 from edgeflow_ros2 import Ros2ConfigurationError, Ros2Interface, Ros2Source
@@ -60,36 +60,42 @@ def test_interface_settings_are_checked(kwargs: dict[str, Any], match: str) -> N
         Ros2Interface(**kwargs)
 
 
-def test_unlinked_topic_and_bad_source_settings_fail_at_start(
-    redis_url: str, app_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_bad_domain_and_unlinked_topics_fail_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROS_DOMAIN_ID", "oops")
     with pytest.raises(Ros2ConfigurationError, match="ROS_DOMAIN_ID must be an integer"):
         Ros2Interface({"cam": "/cam"}).start()
     monkeypatch.undo()
-    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+    # What the gateway's runner sets before it starts its interfaces.
+    gateway = GatewayNode()
+    gateway.name, gateway.topics = "gw", ["cam"]
+    iface = Ros2Interface({"cam": "/cam", "other": "/other"})
+    gateway.add_interface(iface)
+    with pytest.raises(Ros2ConfigurationError, match=r"\['other'\] are not linked into gateway 'gw'"):
+        iface.start()
 
-    @app.node(name="cam", type="producer", fps=10)
-    class Cam(ProducerNode):
-        def produce(self) -> Any:
-            return {"x": 1}
+
+def test_bad_source_settings_stop_the_node(redis_url: str, app_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
 
     @app.node(name="ros", type="producer", topic="/ok", msg_type="sensor_msgs/msg/PointCloud2")
     class Ros(Ros2Source):
         pass
 
-    @app.node(name="gw", type="gateway")
-    class Gw(GatewayNode):
-        def configure(self) -> None:
-            self.add_interface(Ros2Interface({"cam": "/cam", "other": "/other"}))
+    @app.node(name="twice", type="producer", replicas=2, topic="/ok")
+    class Twice(Ros2Source):
+        pass
 
-    app.link("cam").to("gw")
+    @app.node(name="nameless", type="producer")
+    class Nameless(Ros2Source):
+        pass
+
     with RunningApp(app) as run:
         time.sleep(0.5)
         run.stop()
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "['other'] are not linked into gateway 'gw'" in messages
     assert "msg_type 'sensor_msgs/msg/PointCloud2' is not covered" in messages
+    assert "'twice': a Ros2Source's replicas would each get every message" in messages
+    assert "'nameless': a Ros2Source needs topic=..." in messages
 
 
 def test_on_frame_counts_every_frame_from_many_threads() -> None:

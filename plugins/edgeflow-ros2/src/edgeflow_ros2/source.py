@@ -75,6 +75,11 @@ class Ros2Source(ProducerNode):
             raise Ros2ConfigurationError(
                 f"node {self.name!r}: a Ros2Source needs topic=..., e.g. @app.node(..., topic='/camera/image_raw')"
             )
+        if self.replicas > 1:
+            raise Ros2ConfigurationError(
+                f"node {self.name!r}: a Ros2Source's replicas would each get every message of its topic; "
+                "declare it with replicas=1 and give consumers the replicas"
+            )
         self._ros_topic = ros_topic(topic, f"node {self.name!r}: topic")
         self._ros_type = check_msg_type(self.msg_type)
         qos = check_qos(self.qos, f"node {self.name!r}")
