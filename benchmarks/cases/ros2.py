@@ -18,6 +18,7 @@ import importlib.util
 import os
 import random
 import struct
+import threading
 import time
 from typing import Any
 
@@ -58,9 +59,12 @@ def ros_sub(qos: str, deadline: float) -> None:
         for sample, info in reader.take(0.2):
             if not info.valid_data:
                 continue
-            if _frame_id(sample) == _END:
+            frame_id = _frame_id(sample)
+            if frame_id == _END:
                 done = True
                 break
+            if frame_id != "f":
+                continue  # the warm-up frames sent until the writer matched
             sec, nanosec = _STAMP.unpack_from(sample, 4)
             rec.hit(sec + nanosec * 1e-9)
     counts = reader.counters()
@@ -156,11 +160,15 @@ def ros_pub(qos: str, rate: float | None, duration: float, max_frames: int) -> N
         time.sleep(0.01)
     time.sleep(0.2)
     loop = SendLoop(rate, duration, max_frames)
+    stop = threading.Event()
+    timer = threading.Timer(duration + 5, stop.set)  # a reader that stops acknowledging can't hold us forever
+    timer.daemon = True
+    timer.start()
     timeouts = 0
     for _ in loop:
         now = time.time()
         _STAMP.pack_into(data, 4, int(now), int((now - int(now)) * 1e9))
-        timeouts += not writer.write(data)
+        timeouts += not writer.write(data, give_up=stop)  # durable: waits for the reader, as ROS 2 would
     for _ in range(3):
         time.sleep(0.05)
         writer.write(end_marker)

@@ -29,8 +29,12 @@ def _participant() -> DomainParticipant:
     return DomainParticipant(int(os.environ.get("ROS_DOMAIN_ID", "0")))
 
 
-def _qos(reliable: bool) -> Qos:
-    # rmw_qos_profile_default (reliable, keep last 10) or rmw_qos_profile_sensor_data (best effort, keep last 5).
+def _qos(reliable: bool, keep_all: bool = False) -> Qos:
+    # rmw_qos_profile_default (reliable, keep last 10) or rmw_qos_profile_sensor_data (best effort, keep last 5);
+    # keep_all: a reliable subscription that keeps every message (history KEEP_ALL, bounded).
+    if keep_all:
+        limits = Policy.ResourceLimits(max_samples=10, max_instances=1, max_samples_per_instance=10)
+        return Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepAll, limits)
     if reliable:
         return Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(10))
     return Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5))
@@ -49,6 +53,7 @@ def _check(msg_type: str, s: Any, now: float, out: dict[str, Any]) -> None:
     stamp = s.header.stamp.sec + s.header.stamp.nanosec * 1e-9
     out["latencies"].append((now - stamp) * 1000.0)
     index = int(s.header.frame_id.removeprefix("f"))
+    out["indices"].append(index)
     if msg_type == "sensor_msgs/msg/Image":
         out["fields"].append({"w": s.width, "h": s.height, "encoding": s.encoding, "step": s.step,
                               "bigendian": s.is_bigendian, "len": len(s.data)})  # fmt: skip
@@ -63,20 +68,36 @@ def _check(msg_type: str, s: Any, now: float, out: dict[str, Any]) -> None:
     out["max_err"] = max(out["max_err"], err)
 
 
-def sub(streams: list[dict[str, Any]], timeout: float, reliable: bool = False) -> None:
-    """Read `count` messages of each stream {"topic", "msg_type", "count"} (or until `timeout`), checking them."""
+def sub(streams: list[dict[str, Any]], timeout: float, reliable: bool = False, keep_all: bool = False,
+        delay: float = 0.0, quiet: float | None = None) -> None:  # fmt: skip
+    """Read `count` messages of each stream {"topic", "msg_type", "count"} (or until `timeout`), checking them.
+
+    `delay` seconds of work per message make a slow subscriber; `quiet`: also stop once nothing came for that long.
+    """
     dp = _participant()
-    readers = [(DataReader(dp, _topic(dp, st["topic"], st["msg_type"]), qos=_qos(reliable)), st) for st in streams]
+    qos = _qos(reliable, keep_all)
+    readers = [(DataReader(dp, _topic(dp, st["topic"], st["msg_type"]), qos=qos), st) for st in streams]
     announce("READY", {})
-    seen = {st["topic"]: {"arrivals": [], "latencies": [], "fields": [], "bad": [], "texts": [], "max_err": 0.0}
-            for st in streams}  # fmt: skip
+    seen = {st["topic"]: {"arrivals": [], "latencies": [], "fields": [], "bad": [], "texts": [], "max_err": 0.0,
+                         "indices": []} for st in streams}  # fmt: skip
     end = time.monotonic() + timeout
+    matched = False
+    last = float("inf")
     while time.monotonic() < end and any(len(seen[st["topic"]]["arrivals"]) < st["count"] for st in streams):
+        if quiet is not None and time.monotonic() - last > quiet:
+            break
+        if not matched and all(r.get_subscription_matched_status().current_count for r, _ in readers):
+            matched = True
+            announce("MATCHED", {})  # every reader knows its writer: what is written from now on arrives
         idle = True
         for reader, st in readers:
-            for s in reader.take(N=16):
+            for s in reader.take(N=1 if delay else 16):
                 idle = False
+                if st["msg_type"] != "std_msgs/msg/String" and s.header.frame_id.startswith("warm-up"):
+                    continue
                 _check(st["msg_type"], s, time.time(), seen[st["topic"]])
+                last = time.monotonic()
+                time.sleep(delay)
         if idle:
             time.sleep(0.002)
     result = {}
@@ -87,6 +108,7 @@ def sub(streams: list[dict[str, Any]], timeout: float, reliable: bool = False) -
             "count": len(arrivals), "rate": (len(arrivals) - 1) / span if span else 0.0,
             "all_fields": sorted({tuple(sorted(f.items())) for f in out["fields"]}),
             "bad": out["bad"][:5], "n_bad": len(out["bad"]), "texts": out["texts"], "max_err": out["max_err"],
+            "indices": out["indices"],
             "p50_ms": float(np.percentile(out["latencies"], 50)) if out["latencies"] else None,
         }  # fmt: skip
     announce("RESULT", result)

@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks._harness import Child
 from edgeflow import EdgeApp, Frame, RedisBroker
-from edgeflow.nodes import GatewayNode, ProducerNode, SinkNode
+from edgeflow.nodes import IDLE, GatewayNode, ProducerNode, SinkNode
 from edgeflow.testing import RunningApp, wait_for
 from edgeflow_ros2 import Ros2Interface, Ros2Source
 
@@ -298,3 +298,55 @@ def test_edgeflow_to_ros2_rgb8_mono8_jpeg_and_string(redis_url: str, app_name: s
     events = [json.loads(t) for t in res["/ef/events"]["texts"]]
     assert all(e["boxes"] == [[1, 2, 3, 4]] for e in events) and len({e["i"] for e in events}) == len(events)
     assert summary["gw"]["ros2_failed"] == 0
+
+
+@pytest.mark.slow
+def test_durable_topic_waits_for_a_slow_reliable_subscriber(redis_url: str, app_name: str) -> None:
+    """A reliable subscriber slower than the frames: every message written reaches it; the rest is counted.
+
+    Warm-up frames go until the subscriber has matched the writer (DDS delivers a volatile topic's samples
+    only to readers that know the writer when they are sent); the frames that count come after.
+    """
+    h, w = 48, 64
+    hold, go = threading.Event(), threading.Event()
+    interfaces: list[Ros2Interface] = []
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+
+    @app.node(name="cam", type="producer", fps=1000)
+    class Cam(ProducerNode):
+        def configure(self) -> None:
+            self.i = 0
+
+        def produce(self) -> Any:
+            if not go.is_set():
+                time.sleep(0.05)
+                return IDLE if hold.is_set() else Frame(0, time.time(), {"frame_id": "warm-up"}, pattern(0, h, w))
+            self.i += 1
+            return Frame(self.i, time.time(), {"frame_id": f"f{self.i}"}, pattern(self.i, h, w))
+
+    @app.node(name="gw", type="gateway")
+    class Gw(GatewayNode):
+        def configure(self) -> None:
+            interfaces.append(self.add_interface(Ros2Interface({"cam": "/ef/reliable"}, qos="durable")))  # type: ignore[arg-type]
+
+    app.link("cam").to("gw")
+    stream = {"topic": "/ef/reliable", "msg_type": IMAGE, "count": 10_000}
+    side = {"timeout": 20, "reliable": True, "keep_all": True, "delay": 0.02, "quiet": 1.5}
+    with ros_side("sub", streams=[stream], **side) as ros:
+        with RunningApp(app) as run:
+            ros.wait_for("MATCHED", 15)
+            hold.set()
+            time.sleep(0.3)  # the last warm-up frames are written (and skipped by the subscriber)
+            before = interfaces[0].counters()["cam"]
+            go.set()
+            time.sleep(2.0)
+            run.stop()
+        res = ros.finish(20)["/ef/reliable"]
+    after = interfaces[0].counters()["cam"]
+    written = after["published"] - before["published"]
+    assert res["n_bad"] == 0
+    assert res["count"] == written, "every message written arrived: nothing lost on the way"
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta["dropped"] > 0, "the frames the subscriber could not take were dropped here, counted"
+    assert delta["received"] == delta["published"] + delta["dropped"], delta
+    assert delta["failed"] == delta["unwatched"] == 0, delta

@@ -12,14 +12,15 @@ EdgeFlow    writer                                     reader
 ==========  =========================================  ===============================================
 realtime    best effort, keep last 5, volatile         best effort, keep all up to 5 samples, volatile
             (= rmw_qos_profile_sensor_data)            (matches sensor-data and default publishers)
-durable     reliable, keep last 10, volatile           reliable, keep all up to 10 samples, volatile
-            (= rmw_qos_profile_default)                (matches reliable publishers only, as in ROS 2)
+durable     reliable, keep all up to 10, volatile      reliable, keep all up to 10 samples, volatile
+            (matches what rmw_qos_profile_default      (matches reliable publishers only, as in ROS 2)
+            subscribers ask for)
 ==========  =========================================  ===============================================
 
-Readers keep all up to the depth instead of keeping the last: a keep-last history replaces samples
-without telling anyone, whereas a full keep-all history counts every best-effort sample it refuses
-(sample_rejected), and holds reliable ones back at the writer until there is room. Either way a drop is
-counted.
+Histories keep all up to the depth instead of keeping the last: a keep-last history replaces samples
+without telling anyone (for a reliable writer, even those a slow reader has not acknowledged), whereas a
+full keep-all history counts every best-effort sample it refuses (sample_rejected), and holds reliable ones
+back at the writer until there is room. Either way a drop is counted.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ __all__ = ["Domain", "RawReader", "RawWriter", "acquire", "policy_name", "reader
 SENSOR_DATA_DEPTH = 5
 DEFAULT_DEPTH = 10
 # How long a reliable write may wait for room in the writer's history. cyclonedds-python holds the GIL
-# through the write, so this also bounds how long the rest of the process can be stalled by a slow reader.
-_MAX_BLOCKING = duration(milliseconds=20)
+# through the write, so this is short: a writer kept waiting retries after sleeping (RawWriter.write).
+_MAX_BLOCKING = duration(milliseconds=1)
 _MASK = SampleState.Any | ViewState.Any | InstanceState.Any
 _RETCODE_TIMEOUT = -10
 # The ids of dds_qos_policy_id_t that a refused match names.
@@ -81,7 +82,11 @@ def writer_qos(qos: str, depth: int | None) -> Qos:
     """The writer QoS of an EdgeFlow link kind (see the module docstring)."""
     xcdr1 = Policy.DataRepresentation(use_cdrv0_representation=True)
     if qos == "durable":
-        return Qos(Policy.Reliability.Reliable(_MAX_BLOCKING), Policy.History.KeepLast(depth or DEFAULT_DEPTH),
+        # Keep all, bounded: a reliable keep-last writer replaces what a slow reader has not acknowledged yet,
+        # and nobody is told (Cyclone reports no sample_lost for it). A full history makes the writer wait.
+        n = depth or DEFAULT_DEPTH
+        return Qos(Policy.Reliability.Reliable(_MAX_BLOCKING), Policy.History.KeepAll,
+                   Policy.ResourceLimits(max_samples=n, max_instances=1, max_samples_per_instance=n),
                    Policy.Durability.Volatile, xcdr1)  # fmt: skip
     return Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(depth or SENSOR_DATA_DEPTH),
                Policy.Durability.Volatile, xcdr1)  # fmt: skip
@@ -175,12 +180,22 @@ class RawWriter:
             except DDSException as exc:
                 raise DdsError(f"Cyclone DDS can't create a writer on {ros_name}: {exc}") from exc
         self._ref = self.writer._ref
+        self.reliable = qos == "durable"
 
-    def write(self, sample: bytes | bytearray | memoryview) -> bool:
-        """Write one sample; False when a reliable reader kept the history full for the whole blocking time."""
-        ret = ddspy_write(self._ref, sample)
-        if ret == _RETCODE_TIMEOUT:
-            return False
+    def write(self, sample: bytes | bytearray | memoryview, give_up: threading.Event | None = None) -> bool:
+        """Write one sample; a full reliable history is retried until `give_up` is set (then False).
+
+        Each try holds the GIL for at most the 1 ms blocking time; between tries the thread sleeps without it,
+        so a slow reliable reader slows this writer, not the rest of the process.
+        """
+        delay = 0.001
+        while True:
+            ret = ddspy_write(self._ref, sample)
+            if ret != _RETCODE_TIMEOUT:
+                break
+            if give_up is None or give_up.wait(delay):
+                return False
+            delay = min(delay * 2, 0.02)
         if ret < 0:
             raise DdsError(f"Cyclone DDS refused a sample on {self.ros_name} (return code {ret})")
         return True
@@ -194,9 +209,18 @@ class RawWriter:
         status = self.writer.get_offered_incompatible_qos_status()
         return int(status.total_count), int(status.last_policy_id)
 
-    def close(self) -> None:
-        """Delete the writer."""
+    def close(self, linger: float = 0.0) -> bool:
+        """Delete the writer; a reliable one first waits up to `linger` seconds for its readers' acknowledgements.
+
+        Returns False when a reliable reader had not acknowledged everything by then.
+        """
+        acked = True
+        if self.reliable and linger > 0:
+            # dds_wait_for_acks through ctypes (without the GIL). Not DataWriter.wait_for_acks: in 11.0.1 it
+            # raises AttributeError on a timeout (it compares with `Exception.DDS_RETCODE_TIMEOUT`).
+            acked = self.writer._wait_for_acks(self._ref, duration(seconds=linger)) == 0
         _delete(self.writer)
+        return acked
 
 
 class RawReader:

@@ -143,9 +143,12 @@ class Ros2Source(ProducerNode):
         """Unsubscribe and leave the domain."""
         from . import _dds
 
-        reader, self._ros_reader = self._ros_reader, None
+        reader = self._ros_reader
         if reader is not None:
             self._ros_status(force=True)
+            self._ros_skip(len(self._ros_pending))  # durable: taken from DDS, not sent before the stop
+            self._ros_pending.clear()
+            self._ros_reader = None
             reader.close()
             _dds.release(self._ros_domain)
 
