@@ -47,6 +47,14 @@ def stored(path: str) -> list[tuple[str, int]]:
         rec.close()
 
 
+def stored_so_far(path: str) -> int:
+    """How many frames a recording being written holds so far (0 before it exists or has a readable header)."""
+    try:
+        return len(stored(path))
+    except Exception:  # the sink is writing it: a file not made yet, or its first bytes still on their way
+        return 0
+
+
 def checks(env: dict[str, str]) -> dict[int, tuple[str, ...]]:
     return {int(r[1]): tuple(r[2:6]) for r in read_records(env) if r[0] == "check"}
 
@@ -64,7 +72,9 @@ def test_sigkill_of_a_sink_twice_mid_stream_then_a_restart_stores_every_frame_ex
     camera = Proc([APP, "--node", "camera"], env, tmp_path / "camera.log")
     procs.append(camera)
     for n in (2, 3):
-        time.sleep(0.8)
+        # Kill it once it stores frames (a slow start on a loaded machine must not make the kill come too early).
+        before = stored_so_far(path)
+        assert wait_for(lambda b=before: stored_so_far(path) >= b + 20, timeout=30), store.output()
         store.p.send_signal(signal.SIGKILL)  # mid-batch: written, not committed, not acknowledged
         store.p.wait()
         store = Proc([APP, "--node", "store"], env, tmp_path / f"store{n}.log")

@@ -86,6 +86,23 @@ def test_file_sink_drops_what_a_crash_left_after_the_last_commit_and_stores_a_re
     assert len(pngs) == 4, "the uncommitted frame's image was removed, then written once"
 
 
+def test_file_sink_killed_before_its_first_commit_stores_the_redelivered_frames_once(tmp_path: Path) -> None:
+    img = np.full((40, 60, 3), 5, np.uint8)
+    sink = make(FileSink, tmp_path / "run")
+    for n in range(3):
+        put(sink, "cam", Frame(n, 10.0 + n, {}, img))  # written, never committed: then the process dies
+    sink._lines.close()
+    os.close(sink._lock)
+    again = make(FileSink, tmp_path / "run")
+    for n in range(3):
+        put(again, "cam", Frame(n, 10.0 + n, {}, img))  # none was acknowledged: all of them come again
+    again.flush()
+    again.close()
+    frames = [f for _, f in FileSink.open_recording(str(tmp_path / "run")).frames()]
+    assert [f.frame_id for f in frames] == [0, 1, 2]
+    assert len(list((tmp_path / "run").rglob("*.png"))) == 3
+
+
 def test_sqlite_sink_keeps_u64_ids_and_exact_timestamps(tmp_path: Path) -> None:
     sink = make(SQLiteSink, tmp_path / "x.db")
     put(sink, "cam", Frame(2**64 - 1, 0.1 + 0.2, {"k": [1]}, {"v": 1}))

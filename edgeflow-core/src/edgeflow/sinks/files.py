@@ -142,8 +142,13 @@ class FileSink(BatchSink):
         self._committed = committed
         if committed is None:
             if segments:
-                self.logger.warning("sink %r: %s holds segments but no COMMIT file; they are left as they are",
-                                    self.name, self._root)  # fmt: skip
+                # A sink that stopped before its first commit: nothing of these was acknowledged, all of it comes
+                # again, and kept it would be stored twice.
+                self.logger.warning("sink %r: %s holds segments written before any commit (%s); removed, their "
+                                    "frames come again", self.name, self._root,
+                                    ", ".join(seg.name for seg in segments))  # fmt: skip
+                for seg in segments:
+                    shutil.rmtree(seg)
             return
         name, length = committed
         for seg in segments:
