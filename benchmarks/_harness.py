@@ -190,6 +190,7 @@ class Child:
             start_new_session=True,
         )
         self._buf = b""
+        self._pending: list[str] = []
         self.ready: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None
 
@@ -214,8 +215,13 @@ class Child:
         """Wait for the child's `kind` line (READY or RESULT) and return its JSON."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self._lines(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if not self._pending:
+                self._pending += self._lines(min(0.2, max(0.0, deadline - time.monotonic())))
+            while self._pending:
+                # Lines after this one stay for the next call: a fast child's READY and RESULT come in one read.
+                line = self._pending.pop(0)
                 if line == "":
+                    self._pending.insert(0, line)  # the end stays the end
                     raise RuntimeError(f"{self.target} exited before {kind}: {self.stderr_tail()}")
                 if line.startswith(kind + " "):
                     data: dict[str, Any] = json.loads(line[len(kind) + 1 :])

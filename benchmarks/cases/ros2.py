@@ -111,7 +111,7 @@ def ef_sub(qos: str, deadline: float) -> None:
     import logging
 
     from edgeflow.nodes import IDLE
-    from edgeflow.stats import NodeStats
+    from edgeflow.runtime.stats import NodeStats
     from edgeflow_ros2 import Ros2Source
 
     class Source(Ros2Source):
