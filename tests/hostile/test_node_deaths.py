@@ -122,3 +122,61 @@ def test_a_replica_restarting_is_never_reported_up(redis_url: str, app_name: str
     finally:
         aggregator.stop()
     assert "restarting" in seen and "up" not in seen, seen
+
+
+class _FlakyBroker(RedisBroker):
+    """A broker whose first subscription fails once, after some reads, with an error nobody expects."""
+
+    def __init__(self, url: str, fail_after: int) -> None:
+        super().__init__(url, local_links=False)
+        self.fail_after = fail_after
+        self.failed = False
+
+    def subscribe(self, links: Any, consumer: str) -> Any:
+        sub = super().subscribe(links, consumer)
+        if self.failed:
+            return sub
+        read, reads = sub.read, [0]
+
+        def failing_read(timeout: float) -> Any:
+            reads[0] += 1
+            if reads[0] > self.fail_after and not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug in the transport")
+            return read(timeout)
+
+        sub.read = failing_read  # type: ignore[method-assign]
+        return sub
+
+
+def test_the_counts_of_a_replica_add_up_over_its_restarts(redis_url: str, app_name: str) -> None:
+    """What a reader skipped before it died and was restarted stays counted: nothing goes uncounted."""
+    n = 400
+    broker = _FlakyBroker(redis_url, fail_after=30)
+    app = EdgeApp(app_name, broker=broker)
+    got: list[int] = []
+
+    @app.node(name="sensor", type="producer", fps=400)
+    class Sensor(ProducerNode):
+        def configure(self) -> None:
+            self.i = 0
+
+        def produce(self) -> Any:
+            self.i += 1
+            return {"i": self.i} if self.i <= n else None
+
+    @app.node(name="slow", type="consumer")
+    class Slow(ConsumerNode):
+        def process(self, data: Any) -> None:
+            time.sleep(0.005)  # slower than the sensor: the realtime link skips frames, and counts them
+            got.append(data["i"])
+
+    app.link("sensor").to("slow", qos="realtime", depth=1)
+    with RunningApp(app) as run:
+        assert wait_for(lambda: n in got, timeout=30)
+        summary = run.stop()
+    assert broker.failed, "the reader died once"
+    slow = summary["slow"]
+    assert slow["restarts"] == 1
+    assert slow["dropped"] > 0 and slow["frames_in"] == len(got)
+    assert slow["frames_in"] + slow["dropped"] == n, slow

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import FrameError, NodeError
 from ..frame import Frame
 from ..nodes import IDLE, ProducerNode
-from .workers import Worker
+from .workers import Worker, describe
 
 __all__ = ["ProducerWorker"]
 
@@ -37,9 +37,7 @@ class ProducerWorker(Worker):
                 out = produce()
             except Exception as exc:
                 self.stats.failed += 1
-                self.errors(
-                    f"node {self.spec.name!r}: produce() raised on frame {seq}: {type(exc).__name__}: {exc}", exc
-                )
+                self.errors(f"node {self.spec.name!r}: produce() raised on frame {seq}: {describe(exc)}", exc)
                 out = IDLE
             if out is None:
                 self.logger.info(

@@ -13,9 +13,11 @@ from ..frame import Frame
 from ..links import Link
 from ..nodes import FusionNode, Node, SinkNode
 from .sync import Synchronizer
-from .workers import Worker
+from .workers import Worker, describe
 
 __all__ = ["ConsumerWorker", "FusionWorker", "SinkWorker"]
+
+_SUB_COUNTERS = ("skipped", "rejected", "lost", "dead")
 
 _READ_TIMEOUT = 0.2
 
@@ -47,6 +49,13 @@ class _ReaderWorker(Worker):
 
     sub: Subscription
     last_error: str = ""
+    #: The counters of subscriptions closed before (a restarted node opens a new one): they keep adding up.
+    closed_counts: dict[str, int] | None = None
+
+    def sub_count(self, name: str) -> int:
+        """The subscriptions' counter `name` (skipped, rejected, lost, dead) over this replica's whole run."""
+        sub = getattr(self, "sub", None)
+        return (self.closed_counts or {}).get(name, 0) + (int(getattr(sub, name)) if sub is not None else 0)
 
     def inputs(self, node: Node) -> list[Link]:
         """The links this node reads: those into it, then `input_topics` not already linked, as realtime links."""
@@ -98,9 +107,6 @@ class _ReaderWorker(Worker):
                     self.sub.ack(settled)
             except BrokerError as exc:
                 self.outage.failed(exc)  # unacknowledged frames are delivered again: at least once
-            self.stats.rejected = self.sub.rejected
-            self.stats.extra["dead_letters"] = self.sub.dead
-            self.stats.extra["lost"] = self.sub.lost
             self.sync_counters()
         try:
             self.sub.ack(self.settle(node, [], final=True))
@@ -115,11 +121,14 @@ class _ReaderWorker(Worker):
     def _teardown(self) -> None:
         sub = getattr(self, "sub", None)
         if sub is not None:
-            del self.sub
             try:
-                sub.close()
+                sub.close()  # counts what it still held
             except Exception as exc:
                 self.errors(f"node {self.spec.name!r}: closing its subscription failed: {exc}", exc)
+            counts = self.closed_counts = dict(self.closed_counts or {})
+            for name in _SUB_COUNTERS:
+                counts[name] = counts.get(name, 0) + int(getattr(sub, name))
+            del self.sub
         super()._teardown()
 
     def _handle_with_retries(self, node: Node, d: Delivery) -> bool:
@@ -149,17 +158,21 @@ class _ReaderWorker(Worker):
     def prepare(self, node: Node, sources: list[str]) -> None:
         """Hook for set-up that needs the inputs."""
 
+    def sync_counters(self) -> None:
+        self.stats.rejected = self.sub_count("rejected")
+        self.stats.extra["dead_letters"] = self.sub_count("dead")
+        self.stats.extra["lost"] = self.sub_count("lost")
+        super().sync_counters()
+
     def input_dropped(self) -> int:
-        sub = getattr(self, "sub", None)
-        return (sub.skipped if sub is not None else 0) + self.extra_dropped()
+        return self.sub_count("skipped") + self.extra_dropped()
 
     def extra_dropped(self) -> int:
         """Drops made by the node type itself (fusion: frames that can never match)."""
         return 0
 
     def input_drop_reasons(self) -> dict[str, int]:
-        sub = getattr(self, "sub", None)
-        out = {"stale": sub.skipped if sub is not None else 0}
+        out = {"stale": self.sub_count("skipped")}
         if self.spec.type == "fusion":
             out["unmatched"] = self.extra_dropped()
         return out
@@ -195,7 +208,7 @@ class _ReaderWorker(Worker):
             result = fn(arg)
         except Exception as exc:
             self.stats.failed += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = describe(exc)
             self.errors(f"node {self.spec.name!r}: process() raised on frame {frame.frame_id}: {self.last_error}", exc)
             return False, None
         finally:

@@ -23,13 +23,24 @@ if TYPE_CHECKING:
     from ..broker import Broker
     from ..frame import Frame
 
-__all__ = ["ErrorLog", "RunContext", "Worker"]
+__all__ = ["ErrorLog", "RunContext", "Worker", "describe"]
 
 log = logging.getLogger("edgeflow.runner")
 
 #: A replica that dies this many times within RESTART_WINDOW seconds is given up, and the process fails.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+
+
+def describe(exc: BaseException) -> str:
+    """The exception a node's code raised, with what to do about it where EdgeFlow knows."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ValueError) and "read-only" in str(exc):
+        # The arrays a node sends reach readers in its process without a copy; writing into one again would
+        # change frames they are still reading.
+        text += (" (arrays sent on a link and arrays received are read-only: readers in this process view them "
+                 "without a copy. Return a new array each time, or write into array.copy())")  # fmt: skip
+    return text
 
 
 @dataclass
