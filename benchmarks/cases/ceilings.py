@@ -184,6 +184,34 @@ def shm_pub(path: str, size: int, rate: float | None, duration: float, max_frame
 SYSTEMS = {"redis-py": ("redis_sub", "redis_pub"), "tcp": ("tcp_sub", "tcp_pub"), "shm-ring": ("shm_sub", "shm_pub")}
 
 
+def measure(system: str, size: int, rate: float | None, cfg: Settings, server: Any) -> list[dict[str, Any]]:
+    """One run of the ceiling `system` (a key of SYSTEMS) at this workload; `server` is the redis-server."""
+    sub_fn, pub_fn = SYSTEMS[system]
+    duration = cfg.duration_for(rate)
+    case = workload_name(size, rate)
+    sub_kw: dict[str, Any] = {"size": size, "deadline": duration + 10}
+    pub_kw: dict[str, Any] = {"size": size, "rate": rate, "duration": duration, "max_frames": cfg.max_frames}
+    if system == "redis-py":
+        key = f"efbench:{system}:{size}:{rate}:{time.monotonic_ns()}"
+        sub_kw.update(url=server.url, key=key)
+        pub_kw.update(url=server.url, key=key)
+    redis_cpu = ServerCpu(server.proc.pid if server.proc else None)
+    try:
+        sres, pres = run_pair((f"{__name__}:{sub_fn}", sub_kw), (f"{__name__}:{pub_fn}", pub_kw),
+                              timeout=duration + 30)  # fmt: skip
+    except (RuntimeError, TimeoutError) as exc:
+        return [row(case, f"ceiling {system}", "error", float("nan"), "", str(exc)[-300:])]
+    cpu = {"pub": pres["cpu_pct"], "sub": sres["cpu_pct"]}
+    if system == "redis-py":
+        cpu["redis"] = redis_cpu.stop()
+        import redis
+
+        r = redis.Redis.from_url(server.url)
+        r.delete(sub_kw["key"])
+        r.close()
+    return report(case, f"ceiling {system}", sres, size, cpu, f"sent {pres['sent']}")
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     """Measure every ceiling at every workload."""
     from edgeflow.embedded import EmbeddedRedis
@@ -193,27 +221,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     try:
         for size, rate in WORKLOADS:
-            duration = cfg.duration_for(rate)
-            for system, (sub_fn, pub_fn) in SYSTEMS.items():
-                case = workload_name(size, rate)
-                common = {"size": size}
-                sub_kw: dict[str, Any] = {**common, "deadline": duration + 10}
-                pub_kw: dict[str, Any] = {**common, "rate": rate, "duration": duration, "max_frames": cfg.max_frames}
-                if system == "redis-py":
-                    key = f"efbench:{system}:{size}:{rate}"
-                    sub_kw.update(url=server.url, key=key)
-                    pub_kw.update(url=server.url, key=key)
-                redis_cpu = ServerCpu(server.proc.pid if server.proc else None)
-                try:
-                    sres, pres = run_pair((f"{__name__}:{sub_fn}", sub_kw), (f"{__name__}:{pub_fn}", pub_kw),
-                                          timeout=duration + 30)  # fmt: skip
-                except (RuntimeError, TimeoutError) as exc:
-                    rows.append(row(case, f"ceiling {system}", "error", float("nan"), "", str(exc)[-300:]))
-                    continue
-                cpu = {"pub": pres["cpu_pct"], "sub": sres["cpu_pct"]}
-                if system == "redis-py":
-                    cpu["redis"] = redis_cpu.stop()
-                rows += report(case, f"ceiling {system}", sres, size, cpu, f"sent {pres['sent']}")
+            for system in SYSTEMS:
+                rows += measure(system, size, rate, cfg, server)
     finally:
         server.stop()
     return rows

@@ -172,42 +172,50 @@ def _missing(dist: str, module: str) -> str | None:
     return None
 
 
+def _env() -> dict[str, str]:
+    # dora spawns its nodes with the `python` on PATH: make it this interpreter.
+    return {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
+def measure_zenoh(size: int, rate: float | None, cfg: Settings) -> list[dict[str, Any]]:
+    """One run of zenoh's two-process pub/sub at this workload: its rows (or why it could not run)."""
+    case, duration = workload_name(size, rate), cfg.duration_for(rate)
+    why = _missing("eclipse-zenoh", "zenoh")
+    if why:
+        return [row(case, "peer zenoh", "available", 0, "", why)]
+    pub_kw = {"size": size, "rate": rate, "duration": duration, "max_frames": cfg.max_frames}
+    try:
+        sres, pres = run_pair((f"{__name__}:zenoh_sub", {"size": size, "deadline": duration + 15}),
+                              (f"{__name__}:zenoh_pub", pub_kw), duration + 30)  # fmt: skip
+    except (RuntimeError, TimeoutError) as exc:
+        return [row(case, "peer zenoh", "error", float("nan"), "", str(exc)[-300:])]
+    cpu = {"pub": pres["cpu_pct"], "sub": sres["cpu_pct"]}
+    return report(case, "peer zenoh", sres, size, cpu, f"sent {pres['sent']}")
+
+
+def measure_dora(size: int, rate: float | None, cfg: Settings) -> list[dict[str, Any]]:
+    """One run of a two-node dora-rs dataflow at this workload: its rows (or why it could not run)."""
+    case, duration = workload_name(size, rate), cfg.duration_for(rate)
+    why = _missing("dora-rs", "dora")
+    if why:
+        return [row(case, "peer dora-rs", "available", 0, "", why)]
+    child = Child(f"{__name__}:dora_run", _env(), size=size, rate=rate, duration=duration, max_frames=cfg.max_frames)
+    try:
+        child.wait_for("READY", 30)
+        res = child.finish(duration + 40)
+    except (RuntimeError, TimeoutError) as exc:
+        return [row(case, "peer dora-rs", "error", float("nan"), "", str(exc)[-300:])]
+    if "error" in res:
+        return [row(case, "peer dora-rs", "error", float("nan"), "", res["error"])]
+    cpu = {"pub": res["pub"]["cpu_pct"], "sub": res["sub"]["cpu_pct"]}
+    return report(case, "peer dora-rs", res["sub"], size, cpu, f"sent {res['pub']['sent']}")
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     """Measure zenoh and dora-rs at the ceilings' workloads; say so when one is not installed."""
     cfg = Settings.make(quick)
     rows: list[dict[str, Any]] = []
-    workloads = WORKLOADS[:1] if quick else WORKLOADS
-    # dora spawns its nodes with the `python` on PATH: make it this interpreter.
-    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    for size, rate in workloads:
-        case = workload_name(size, rate)
-        duration = cfg.duration_for(rate)
-        pub_kw = {"size": size, "rate": rate, "duration": duration, "max_frames": cfg.max_frames}
-        why = _missing("eclipse-zenoh", "zenoh")
-        if why:
-            rows.append(row(case, "peer zenoh", "available", 0, "", why))
-        else:
-            try:
-                sres, pres = run_pair((f"{__name__}:zenoh_sub", {"size": size, "deadline": duration + 15}),
-                                      (f"{__name__}:zenoh_pub", pub_kw), duration + 30)  # fmt: skip
-                cpu = {"pub": pres["cpu_pct"], "sub": sres["cpu_pct"]}
-                rows += report(case, "peer zenoh", sres, size, cpu, f"sent {pres['sent']}")
-            except (RuntimeError, TimeoutError) as exc:
-                rows.append(row(case, "peer zenoh", "error", float("nan"), "", str(exc)[-300:]))
-        why = _missing("dora-rs", "dora")
-        if why:
-            rows.append(row(case, "peer dora-rs", "available", 0, "", why))
-            continue
-        child = Child(f"{__name__}:dora_run", env, **pub_kw)
-        try:
-            child.wait_for("READY", 30)
-            res = child.finish(duration + 40)
-        except (RuntimeError, TimeoutError) as exc:
-            rows.append(row(case, "peer dora-rs", "error", float("nan"), "", str(exc)[-300:]))
-            continue
-        if "error" in res:
-            rows.append(row(case, "peer dora-rs", "error", float("nan"), "", res["error"]))
-            continue
-        cpu = {"pub": res["pub"]["cpu_pct"], "sub": res["sub"]["cpu_pct"]}
-        rows += report(case, "peer dora-rs", res["sub"], size, cpu, f"sent {res['pub']['sent']}")
+    for size, rate in WORKLOADS[:1] if quick else WORKLOADS:
+        rows += measure_zenoh(size, rate, cfg)
+        rows += measure_dora(size, rate, cfg)
     return rows
