@@ -25,8 +25,11 @@ def _dualredis_plugin(_fresh_plugins: None) -> None:
 
 @pytest.fixture
 def dual(redis_server: EmbeddedRedis, data_redis_server: EmbeddedRedis, app_name: str) -> Iterator[DualRedisBroker]:
-    """A connected DualRedisBroker: control plane on `redis_server`, payloads on `data_redis_server`."""
-    b = DualRedisBroker(redis_server.url, data_redis_server.url)
+    """A connected DualRedisBroker: control plane on `redis_server`, payloads on `data_redis_server`.
+
+    Its publishers and subscriptions go through the data plane as in separate processes (local_links=False):
+    in one process a realtime frame would be handed over in memory, and these tests are about the data plane."""
+    b = DualRedisBroker(redis_server.url, data_redis_server.url, local_links=False)
     b.bind(app_name)
     b.connect()
     yield b

@@ -36,7 +36,9 @@ def poison_entries() -> list[dict[str, Any]]:
 
 
 def counting_app(name: str, url: str, qos: str, seen: list[int], replicas: int = 1) -> EdgeApp:
-    app = EdgeApp(name, broker=RedisBroker(url))
+    # The readers take every frame from the streams, as readers in other processes do: in one process a realtime
+    # link would be served in memory, and the entries written into the stream here read by nobody.
+    app = EdgeApp(name, broker=RedisBroker(url, local_links=False))
 
     @app.node(name="sensor", type="producer", fps=50)
     class Sensor(ProducerNode):

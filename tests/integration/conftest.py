@@ -38,5 +38,11 @@ def contract_servers(redis_server: EmbeddedRedis, data_redis_server: EmbeddedRed
 
 @pytest.fixture
 def broker(contract_broker: Broker) -> Broker:
-    """A connected broker of each registered configuration, scoped to a fresh app (for the Redis-based tests)."""
+    """A connected broker of each registered configuration, scoped to a fresh app (for the Redis-based tests).
+
+    These tests write into and look at the streams themselves: every frame goes through them, as between processes
+    (in one process a realtime link would be served in memory; tests/integration/test_local_links.py tests that)."""
+    local = getattr(contract_broker, "local", None)
+    if local is not None:
+        local.enabled = False
     return contract_broker

@@ -18,7 +18,14 @@ from edgeflow.testing.contract import realtime as rt
 
 
 class TestBrokerContract(BrokerContract):
-    """Every registered broker configuration (tests/integration/conftest.py registers the plugins' brokers)."""
+    """Every registered broker configuration (tests/integration/conftest.py registers the plugins' brokers), with
+    publishers and readers in one process (realtime links in memory)."""
+
+
+class TestBrokerContractAcrossProcesses(BrokerContract):
+    """The same promises where every frame goes through the broker, as between processes."""
+
+    in_process = False
 
 
 def test_corrupted_entry_is_rejected_and_counted(broker: Any) -> None:

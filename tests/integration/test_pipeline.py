@@ -243,9 +243,11 @@ def test_consumer_return_shapes(redis_url: str, app_name: str) -> None:
     ]
 
 
-def test_a_link_codec_encodes_once_for_its_link_only(redis_url: str, app_name: str) -> None:
-    """cam -> remote asks for JPEG: that link carries JPEG, decoded to an array; cam -> local stays raw and exact."""
-    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "through-redis"])
+def test_a_link_codec_encodes_once_for_its_link_only(redis_url: str, app_name: str, in_memory: bool) -> None:
+    """cam -> remote asks for JPEG: that link carries JPEG, decoded to an array; cam -> local stays raw and exact.
+    Both when the readers are served in memory (one process) and through the streams (as between processes)."""
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url, local_links=in_memory))
     got: dict[str, list[np.ndarray]] = {"remote": [], "local": []}
     img = np.zeros((240, 320, 3), np.uint8)
     img[60:180, 80:240] = (10, 120, 250)
@@ -272,6 +274,9 @@ def test_a_link_codec_encodes_once_for_its_link_only(redis_url: str, app_name: s
     assert len(got["local"]) == len(got["remote"]) == 5
     assert all(np.array_equal(a, img) for a in got["local"])
     assert all(a.shape == img.shape and np.abs(a.astype(int) - img).mean() < 2.0 for a in got["remote"])
+    assert not any(np.array_equal(a, img) for a in got["remote"]), "JPEG's loss shows: the frames were encoded"
+    if in_memory:
+        return
     broker = RedisBroker(redis_url)
     broker.bind(app_name)
     raw_entry = broker.client.xrevrange(broker.stream_key("cam"), count=1)[0][1]

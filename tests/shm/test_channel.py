@@ -39,11 +39,12 @@ def image(i: int) -> np.ndarray:
 
 @pytest.fixture
 def make(redis_server: EmbeddedRedis, app_name: str) -> Iterator[Any]:
-    """Brokers of one app, as separate processes would have them; closed after the test."""
+    """Brokers of one app, as separate processes would have them; closed after the test. Each is its own broker
+    object, so none would hand frames over in memory anyway; local_links=False leaves the channel's objects bare."""
     made: list[ShmBroker] = []
 
     def _make(**kw: Any) -> ShmBroker:
-        b = ShmBroker(redis_server.url, **kw)
+        b = ShmBroker(redis_server.url, local_links=False, **kw)
         b.bind(app_name)
         b.connect()
         made.append(b)
@@ -266,7 +267,7 @@ import sys, time, numpy as np
 from edgeflow import Frame
 from edgeflow.links import Link
 from edgeflow_shm import ShmBroker
-b = ShmBroker(sys.argv[1]); b.bind(sys.argv[2]); b.connect()
+b = ShmBroker(sys.argv[1], local_links=False); b.bind(sys.argv[2]); b.connect()
 pub = b.publisher("cam", [Link("cam", "det")])
 img = np.zeros((480, 640, 3), np.uint8)
 n = int(sys.argv[3])

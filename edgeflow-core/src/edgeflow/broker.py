@@ -17,7 +17,16 @@ if TYPE_CHECKING:
 
     from .links import Link
 
-__all__ = ["QOS", "Broker", "Delivery", "Listener", "Publisher", "ServiceSpec", "Subscription"]
+__all__ = [
+    "QOS",
+    "Broker",
+    "Delivery",
+    "ForwardingSubscription",
+    "Listener",
+    "Publisher",
+    "ServiceSpec",
+    "Subscription",
+]
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,59 @@ class Subscription(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release the subscription's connection."""
+
+
+class ForwardingSubscription(Subscription):
+    """A subscription that serves some frames itself and forwards the rest to the broker's own (`inner`).
+
+    Its counts are the inner subscription's plus what it skipped or rejected itself (`local_skipped`,
+    `local_rejected`); deliveries it `owns()` are never passed to the inner one.
+    """
+
+    def __init__(self, inner: Subscription) -> None:
+        self.inner = inner
+        self.keepalive_every = inner.keepalive_every
+        self.local_skipped = 0
+        self.local_rejected = 0
+
+    def owns(self, delivery: Delivery) -> bool:
+        """True for a delivery this subscription made itself (not acknowledged or kept alive through the inner)."""
+        return False
+
+    def read(self, timeout: float) -> list[Delivery]:
+        try:
+            return self._read(timeout)
+        finally:
+            self._count()
+
+    @abstractmethod
+    def _read(self, timeout: float) -> list[Delivery]:
+        """Return what `read` returns; the counts are brought up to date afterwards, whatever happens."""
+
+    def _count(self) -> None:
+        inner = self.inner
+        self.skipped = inner.skipped + self.local_skipped
+        self.rejected = inner.rejected + self.local_rejected
+        self.lost = inner.lost
+        self.dead = inner.dead
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self.inner.ack([d for d in deliveries if not self.owns(d)])
+
+    def keepalive(self, deliveries: Sequence[Delivery]) -> None:
+        self.inner.keepalive([d for d in deliveries if not self.owns(d)])
+
+    def flush(self) -> None:
+        self.inner.flush()
+        self._count()
+
+    def dead_letter(self, delivery: Delivery, error: str) -> None:
+        self.inner.dead_letter(delivery, error)
+        self._count()
+
+    def close(self) -> None:
+        self.inner.close()
+        self._count()
 
 
 class Listener(ABC):

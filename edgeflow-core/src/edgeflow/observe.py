@@ -234,12 +234,14 @@ def topic_hz(app_file: str, topic: str, seconds: float, window: int) -> None:
     reader = _TopicReader(load_app(app_file), topic)
     arrivals: deque[float] = deque(maxlen=max(2, window))
     count, t0 = 0, time.monotonic()
+    first = 0.0  # the rate counts from the first frame read: the time it takes to start reading is not the topic's
     next_print = t0 + 1.0
     try:
         while seconds <= 0 or time.monotonic() - t0 < seconds:
             for _ in reader.read(0.1):
                 count += 1
                 arrivals.append(time.monotonic())
+                first = first or arrivals[-1]
             now = time.monotonic()
             if now < next_print:
                 continue
@@ -251,7 +253,7 @@ def topic_hz(app_file: str, topic: str, seconds: float, window: int) -> None:
                 continue
             gaps = [b - a for a, b in zip(list(arrivals), list(arrivals)[1:], strict=False)]
             click.echo(
-                f"average rate: {published / (now - t0):.3f}\n"
+                f"average rate: {(published - 1) / (now - first):.3f}\n"
                 f"\tmin: {min(gaps):.4f}s max: {max(gaps):.4f}s std dev: {statistics.pstdev(gaps):.5f}s "
                 f"window: {len(arrivals)}  (read {count}, skipped {reader.sub.skipped})"
             )

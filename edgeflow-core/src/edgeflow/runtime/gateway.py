@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ..config import settings
 from ..errors import ConfigurationError
@@ -18,7 +19,11 @@ __all__ = ["GatewayWorker"]
 class GatewayWorker(Worker):
     """Receives frames over TCP, hands them to the interfaces and gathers the pipeline's statistics."""
 
+    #: Set once the gateway takes frames: how producers in this process hand theirs over without a socket.
+    deliver: Callable[[str, Frame], None] | None = None
+
     def run(self) -> None:
+        self.deliver = None
         node = self.build()
         assert isinstance(node, GatewayNode)
         app = self.ctx.app
@@ -67,6 +72,7 @@ class GatewayWorker(Worker):
                 f"free the port or set {where} to another one"
             ) from exc
         node.intake = server
+        self.deliver = on_frame  # producers of this process hand their frames over here, in memory
         server.start()
         node.aggregator.start()
         self.logger.info("gateway %r receives frames on tcp %s:%d", self.spec.name, host, server.port)
@@ -82,5 +88,6 @@ class GatewayWorker(Worker):
                     interface.stop(timeout=2.0)
                 except Exception as exc:
                     self.errors(f"gateway {self.spec.name!r}: stopping {interface!r} failed: {exc}", exc)
+            self.deliver = None
             server.stop()
             node.aggregator.stop()

@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..config import settings
 from ..errors import BackpressureError, BrokerError
-from ..frame import Frame, encode
+from ..frame import Frame, decode, encode
 from ..plugins import get_codec
 from ..tcp import FrameSender
 from .outage import Outage
@@ -23,6 +25,32 @@ if TYPE_CHECKING:
     from .workers import RunContext
 
 __all__ = ["Outputs"]
+
+
+class _LocalGateway:
+    """Frames for a gateway of this process: decoded into read-only views of the producer's memory and handed to
+    it on the producer's thread (its interfaces only swap references). Until it is up, frames are dropped,
+    counted, as a sender's full outbox would."""
+
+    def __init__(self, worker: Any, topic: str) -> None:
+        self.worker = worker
+        self.topic = topic
+        self.dropped = 0
+        self.sent = 0
+
+    def send(self, frame: Frame, encoded: tuple[bytes, Any] | None = None) -> None:
+        deliver = self.worker.deliver
+        if deliver is None:
+            self.dropped += 1
+            return
+        header, payload = encoded or encode(frame)
+        if isinstance(frame.data, np.ndarray) and frame.data.flags.writeable:
+            frame.data.flags.writeable = False  # the gateway views this memory: the producer sends new arrays
+        deliver(self.topic, decode(header, payload.toreadonly() if isinstance(payload, memoryview) else payload))
+        self.sent += 1
+
+    def close(self, timeout: float = 0.0) -> None:
+        """Nothing is queued."""
 
 
 class Outputs:
@@ -45,7 +73,7 @@ class Outputs:
         self.outage = outage
         # (codec or None for raw, its parameters, the publisher of that encoding)
         self.publishers: list[tuple[Any, dict[str, Any], Publisher]] = []
-        self.senders: list[FrameSender] = []
+        self.senders: list[FrameSender | _LocalGateway] = []
         self.outage_dropped = 0
         self.backpressure_since: float | None = None
         self.tracer = Tracer(ctx.app, spec.name, stats)
@@ -75,6 +103,11 @@ class Outputs:
                     self.outage.failed(exc)
         for ln in links:
             if ln.transport == "tcp":
+                here = next((w for w in self.ctx.workers if w.spec.name == ln.target), None)
+                if here is not None:
+                    # The gateway runs in this process: frames go to it in memory, without a socket or a copy.
+                    self.senders.append(_LocalGateway(here, topic))
+                    continue
                 gw = app.nodes[ln.target]
                 port = int(gw.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
                 self.senders.append(

@@ -97,9 +97,18 @@ def contract_servers() -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def contract_broker(contract_variant: str, contract_servers: list[str]) -> Iterator[Broker]:
-    """A connected broker of one registered configuration, scoped to a fresh app."""
+def contract_broker(
+    request: pytest.FixtureRequest, contract_variant: str, contract_servers: list[str]
+) -> Iterator[Broker]:
+    """A connected broker of one registered configuration, scoped to a fresh app.
+
+    A test class with `in_process = False` turns off what a broker does for publishers and readers in one
+    process (in-process links), so that every frame goes the way it goes between processes.
+    """
     broker = broker_variants()[contract_variant](contract_servers)
+    local = getattr(broker, "local", None)
+    if local is not None and not getattr(request.cls, "in_process", True):
+        local.enabled = False
     broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
     broker.connect()
     yield broker
@@ -107,7 +116,13 @@ def contract_broker(contract_variant: str, contract_servers: list[str]) -> Itera
 
 
 class BrokerContract:
-    """What every broker promises; subclass it in a test module to run it (see the module's docstring)."""
+    """What every broker promises; subclass it in a test module to run it (see the module's docstring).
+
+    Publishers and readers of one broker object are in one process: a broker may serve them in memory. Set
+    `in_process = False` on a subclass to hold the way between processes to the same promises.
+    """
+
+    in_process = True
 
     # Realtime ----------------------------------------------------------------------------------------------
     def test_fan_out_every_target_gets_every_frame(self, contract_broker: Broker) -> None:

@@ -15,12 +15,11 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from edgeflow.broker import Delivery, Publisher, Subscription
+from edgeflow.broker import Delivery, ForwardingSubscription, Publisher
 from edgeflow.errors import FrameError
 from edgeflow.frame import Buffer, Frame, decode, encode
 
@@ -187,7 +186,7 @@ class ChannelPublisher(Publisher):
         self.dropped = self.channel_dropped + self.inner.dropped
 
 
-class ChannelSubscription(Subscription):
+class ChannelSubscription(ForwardingSubscription):
     """The Redis subscription of one target replica, and the channel of its source while that one is open.
 
     Its slot locks (the Redis reader's files) live from one read to the next; frames skipped in the channel are
@@ -203,14 +202,12 @@ class ChannelSubscription(Subscription):
         consumer: str,
         fast: bool,
     ) -> None:
+        super().__init__(inner)
+        self.inner: RedisSubscription = inner
         self.plane = plane
-        self.inner = inner
         self.reader = reader  # the payload reader of `inner`: the channel's slot locks live with its own
         self.consumer = consumer
         self.links = links
-        self.keepalive_every = inner.keepalive_every
-        self.local_skipped = 0
-        self.local_rejected = 0
         self.fast = fast
         self.channel: ChannelReader | None = None
         self._read_before = False
@@ -220,19 +217,6 @@ class ChannelSubscription(Subscription):
         self._next_refresh = time.monotonic() + _REFRESH_EVERY
         self._next_check = 0.0
         self._host: str | None = None  # registered as a reader of another host (set when mapping is refused)
-
-    def _count(self) -> None:
-        inner = self.inner
-        self.skipped = inner.skipped + self.local_skipped
-        self.rejected = inner.rejected + self.local_rejected
-        self.lost = inner.lost
-        self.dead = inner.dead
-
-    def read(self, timeout: float) -> list[Delivery]:
-        try:
-            return self._read(timeout)
-        finally:
-            self._count()
 
     def _read(self, timeout: float) -> list[Delivery]:
         self.reader.release()  # the frames of the previous read are done: their slots may be written again
@@ -381,20 +365,6 @@ class ChannelSubscription(Subscription):
             return None
         return Delivery(self.links[0].source, frame, b"", "realtime", 1, 1, {"channel": chan.name})
 
-    def ack(self, deliveries: Sequence[Delivery]) -> None:
-        self.inner.ack(deliveries)
-
-    def keepalive(self, deliveries: Sequence[Delivery]) -> None:
-        self.inner.keepalive(deliveries)
-
-    def flush(self) -> None:
-        self.inner.flush()
-        self._count()
-
-    def dead_letter(self, delivery: Delivery, error: str) -> None:
-        self.inner.dead_letter(delivery, error)
-        self._count()
-
     def close(self) -> None:
         if self.channel is not None:
             self._leave_channel()
@@ -402,5 +372,4 @@ class ChannelSubscription(Subscription):
             for ln in self.links:
                 field = f"{ln.target}|{self.plane.host}|{self.consumer}"
                 self.plane.broker.client.hdel(self.plane.fast_key(ln.topic), field)
-        self.inner.close()
-        self._count()
+        super().close()

@@ -20,6 +20,7 @@ from ...links import QOS_VALUES
 from ..dataplane import DataPlane, Missing
 from .errors import translate
 from .listener import RedisListener
+from .local import LocalHub
 from .packer import ZeroCopyPacker
 from .publisher import RedisPublisher
 from .replay import remove_groups, replay_streams
@@ -42,6 +43,8 @@ class RedisBroker(Broker):
         url: `redis://`, `rediss://` (TLS) or `unix://`, with user and password; default REDIS_URL, or
             REDIS_HOST and REDIS_PORT.
         data_plane: where payloads live (see `edgeflow.brokers.dataplane`); inline in the entries by default.
+        local_links: hand realtime frames over in memory to readers in the producer's own process (see
+            `edgeflow.brokers.redis.local`); False sends every frame through Redis, as between processes.
         options: passed to `redis.Redis.from_url`.
     """
 
@@ -54,6 +57,7 @@ class RedisBroker(Broker):
         host: str | None = None,
         port: int | None = None,
         data_plane: DataPlane | None = None,
+        local_links: bool = True,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -66,6 +70,9 @@ class RedisBroker(Broker):
         self._lock = threading.Lock()
         self.data_plane = data_plane or DataPlane()
         self.data_plane.attach(self)
+        #: Realtime links whose readers all run in this process are served in memory (see brokers/redis/local.py).
+        self.local = LocalHub(self)
+        self.local.enabled = local_links
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBroker:
@@ -187,7 +194,7 @@ class RedisBroker(Broker):
     # Frames -----------------------------------------------------------------------------------------------
     def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
         """Return a publisher that writes the topic `source`'s frames to its realtime and durable streams."""
-        return self.data_plane.publisher(RedisPublisher(self, source, links))
+        return self.local.publisher(self.data_plane.publisher(RedisPublisher(self, source, links)), source, links)
 
     def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
         """Read the `links` into one target as `consumer`, creating the consumer groups as needed."""
@@ -197,7 +204,8 @@ class RedisBroker(Broker):
         if len({ln.target for ln in links}) != 1:
             raise ConfigurationError("subscribe() takes the links into one target node")
         chosen = list(links)
-        return self.data_plane.subscription(lambda: RedisSubscription(self, chosen, consumer), chosen, consumer)
+        sub = self.data_plane.subscription(lambda: RedisSubscription(self, chosen, consumer), chosen, consumer)
+        return self.local.subscription(sub, chosen, consumer)
 
     def ensure_group(self, topic: str, group: str, qos: str = "realtime", variant: str = "") -> None:
         """Create the consumer group `group` on `topic`'s stream if it does not exist."""

@@ -145,7 +145,7 @@ class RedisSubscription(Subscription):
         for key, ids in acks.items():
             pipe.xack(key, self.group, *ids)
         pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(self._streams, ">"), count=self._batch,
-                        block=max(1, int(timeout * 1000)), noack=self._noack)  # fmt: skip
+                        block=_block_ms(timeout), noack=self._noack)  # fmt: skip
         try:
             results = pipe.execute()
         except redis.ResponseError as exc:
@@ -397,3 +397,11 @@ class RedisSubscription(Subscription):
                 pass  # the broker is gone: these were realtime notes and acks, nothing held for a target
         self._pending_notes = {}
         self._pending_acks = {}
+
+
+def _block_ms(timeout: float) -> int | None:
+    """XREADGROUP's BLOCK for `timeout` seconds; 0 reads what is there and returns at once (None: no BLOCK).
+
+    Why not BLOCK 1: Redis checks blocked clients' deadlines on its cron tick, so a 1 ms block can last 100 ms.
+    """
+    return max(1, int(timeout * 1000)) if timeout > 0 else None

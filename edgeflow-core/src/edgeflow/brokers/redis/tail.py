@@ -36,6 +36,20 @@ class TailSubscription(Subscription):
         self._next_look = 0.0
         self._seq: dict[bytes, int] = {}
         self.payloads = broker.data_plane.reader(None)  # copies: a watcher holds nothing of the producer's
+        self._watching_at = 0.0
+        self._me = f"{id(self):x}"
+
+    def _watch(self) -> None:
+        """Tell a producer serving its readers in memory that someone reads the stream entries (for 15 s)."""
+        self._watching_at = time.monotonic()
+        key = self.broker.local.watchers_key(self.topic)
+        try:
+            pipe = self.broker.client.pipeline(transaction=False)
+            pipe.hset(key, self._me, time.time() + 15)
+            pipe.expire(key, 60)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise translate(exc, self.broker.display_url) from exc
 
     def _pick(self) -> str | None:
         if self.key is None and time.monotonic() >= self._next_look:
@@ -48,6 +62,8 @@ class TailSubscription(Subscription):
         return self.key
 
     def read(self, timeout: float) -> list[Delivery]:
+        if time.monotonic() - self._watching_at >= 5.0:
+            self._watch()
         key = self._pick()
         if key is None:
             time.sleep(min(timeout, 0.5))
@@ -83,3 +99,7 @@ class TailSubscription(Subscription):
 
     def close(self) -> None:
         self.payloads.close()
+        try:
+            self.broker.client.hdel(self.broker.local.watchers_key(self.topic), self._me)
+        except redis.RedisError:
+            pass
