@@ -163,7 +163,13 @@ def deploy_command(
 @click.option("--app", "app_file", type=click.Path(exists=True, dir_okay=False), help="the app's main.py")
 @_with(_cluster_options)
 def status_command(namespace: str | None, app_file: str | None, kubeconfig: str | None, context: str | None) -> None:
-    """Show each deployed node: ready replicas, image, device and the dashboard's port."""
+    """Show each deployed node: ready replicas, image, device and the dashboard's port.
+
+    \b
+    Examples:
+      edgeflow status -n robot
+      edgeflow status --app main.py --context edge-cluster
+    """
     from .cluster import Cluster
 
     _log_to_stderr(False)
@@ -201,7 +207,13 @@ def logs_command(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Print the logs of every replica of NODE (its name in main.py)."""
+    """Print the logs of every replica (pod) of NODE (its name in main.py).
+
+    \b
+    Examples:
+      edgeflow logs detector -n robot --tail 50
+      edgeflow logs detector --app main.py -f
+    """
     from .cluster import Cluster
 
     _log_to_stderr(False)
@@ -233,7 +245,13 @@ def delete_command(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Remove the deployed app: its Deployments, Services and (when EdgeFlow made it) its namespace."""
+    """Remove the deployed app: its Deployments, Services and (when EdgeFlow made it) its namespace.
+
+    \b
+    Examples:
+      edgeflow delete --app main.py
+      edgeflow delete -n robot --app main.py --keep-namespace --yes
+    """
     from .cluster import Cluster
 
     _log_to_stderr(False)
@@ -247,5 +265,7 @@ def delete_command(
         _err(f"deleted {name}")
 
 
-#: What the plugin adds to `edgeflow`; `deploy` is the core's, and finds this plugin's deployer by name.
-COMMANDS = (status_command, logs_command, delete_command)
+#: What the plugin adds to `edgeflow`. `deploy`, `status` and `logs` are the core's, which find this plugin's deployer
+#: by name and run its `command`, `status_command` and `logs_command` (for `status` and `logs`, when an option only
+#: the cluster's commands know is given, such as --namespace).
+COMMANDS = (delete_command,)

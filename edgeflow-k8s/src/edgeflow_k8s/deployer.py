@@ -63,6 +63,20 @@ class KubernetesDeployer:
 
         return deploy_command
 
+    @property
+    def status_command(self) -> Any:
+        """The click command behind `edgeflow status` for a deployed app (`-n NAMESPACE`, `--app`, ...)."""
+        from .commands import status_command
+
+        return status_command
+
+    @property
+    def logs_command(self) -> Any:
+        """The click command behind `edgeflow logs NODE` for a deployed app."""
+        from .commands import logs_command
+
+        return logs_command
+
     def plan(
         self,
         app_file: str | Path,
