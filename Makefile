@@ -1,4 +1,4 @@
-.PHONY: install demo test test-fast lint bench
+.PHONY: install demo test test-fast lint bench dist
 
 install:
 	scripts/bootstrap.sh test
@@ -28,3 +28,8 @@ bench:
 	scripts/bootstrap.sh test
 	scripts/bootstrap.sh bench
 	.venv/bin/python -m benchmarks
+
+# Every distribution's sdist and wheel into dist/, checked with `twine check --strict`.
+dist:
+	scripts/bootstrap.sh test
+	.venv/bin/python scripts/dist.py

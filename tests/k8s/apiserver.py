@@ -1,7 +1,8 @@
 """A small in-memory emulation of the Kubernetes API, served over real HTTP for the real `kubernetes` client.
 
 It serves what `edgeflow deploy/status/logs/delete` use: server-side apply (PATCH with
-application/apply-patch+yaml) of Namespaces, Services and Deployments, reads, label-selector lists, deletes,
+application/apply-patch+yaml) of Namespaces, Services, Deployments, PodDisruptionBudgets and NetworkPolicies,
+creating Secrets (POST, 409 when one exists), reads, label-selector lists, deletes,
 pods with logs and events, and Deployment rollout status. It keeps the semantics the deployer relies on:
 `metadata.generation` moves only when a spec changes, allocated NodePorts and cluster IPs survive a re-apply,
 a Deployment's pods follow its template. It does not validate objects: the tests run everything sent through
@@ -10,6 +11,7 @@ the OpenAPI schemas themselves.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -27,8 +29,28 @@ _ROUTES = [
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$"), "Pod", True),
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$"), "Event", True),
     (re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments(?:/(?P<name>[^/]+))?$"), "Deployment", True),
+    (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/secrets(?:/(?P<name>[^/]+))?$"), "Secret", True),
+    (
+        re.compile(r"^/apis/policy/v1/namespaces/(?P<ns>[^/]+)/poddisruptionbudgets(?:/(?P<name>[^/]+))?$"),
+        "PodDisruptionBudget",
+        True,
+    ),
+    (
+        re.compile(r"^/apis/networking.k8s.io/v1/namespaces/(?P<ns>[^/]+)/networkpolicies(?:/(?P<name>[^/]+))?$"),
+        "NetworkPolicy",
+        True,
+    ),
 ]
-_API_VERSION = {"Namespace": "v1", "Service": "v1", "Pod": "v1", "Event": "v1", "Deployment": "apps/v1"}
+_API_VERSION = {
+    "Namespace": "v1",
+    "Service": "v1",
+    "Pod": "v1",
+    "Event": "v1",
+    "Deployment": "apps/v1",
+    "Secret": "v1",
+    "PodDisruptionBudget": "policy/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+}
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -64,6 +86,7 @@ class FakeKubernetes:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.applied: list[dict[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
         self.stuck: set[str] = set()
         self.lock = threading.Lock()
         self._versions = itertools.count(1)
@@ -140,6 +163,8 @@ class FakeKubernetes:
                     return 200, self._list(kind, ns, query)
                 if method == "DELETE" and name:
                     return self._delete(kind, ns, name)
+                if method == "POST" and not name:
+                    return self._create(kind, ns, body)
             return 404, _status(404, "NotFound", f"{method} {url.path} is not emulated")
 
     def _apply(
@@ -177,6 +202,22 @@ class FakeKubernetes:
             new["status"] = {"phase": "Active"}
         self.objects[(kind, ns, name)] = new
         return (200 if old else 201), new
+
+    def _create(self, kind: str, ns: str, body: bytes) -> tuple[int, Any]:
+        """POST: create the object, or 409 AlreadyExists (what `ensure_secret` relies on to keep a password)."""
+        obj = json.loads(body)
+        name = obj["metadata"]["name"]
+        if ns and ("Namespace", "", ns) not in self.objects:
+            return 404, _status(404, "NotFound", f'namespaces "{ns}" not found')
+        if (kind, ns, name) in self.objects:
+            return 409, _status(409, "AlreadyExists", f'{kind.lower()}s "{name}" already exists')
+        new = copy.deepcopy(obj)
+        if kind == "Secret" and "stringData" in new:
+            new["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in new.pop("stringData").items()}
+        new["metadata"].update(uid=f"uid-{next(self._versions)}", resourceVersion=str(next(self._versions)))
+        self.objects[(kind, ns, name)] = new
+        self.created.append(copy.deepcopy(obj))
+        return 201, new
 
     @staticmethod
     def _public(obj: dict[str, Any]) -> dict[str, Any]:

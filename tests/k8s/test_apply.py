@@ -7,6 +7,7 @@ every object the deployer sends is validated against the official schemas of sev
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,32 @@ def test_deploy_applies_every_object_with_server_side_apply(fake_k8s: FakeKubern
     assert {(r["query"]["fieldManager"], r["query"]["force"]) for r in patches} == {("edgeflow", "true")}
     assert fake_k8s.names("Deployment", NS) == {"redis", "fake-camera", "gpu-processor", "gateway"}
     assert fake_k8s.names("Service", NS) == {"redis", "gateway", "gateway-http"}
+    assert fake_k8s.names("PodDisruptionBudget", NS) == {"gpu-processor"}
+    assert fake_k8s.names("NetworkPolicy", NS) == {"test-distributed-system-redis"}
     assert fake_k8s.get("Namespace", NS) is not None
     validate_all(fake_k8s.applied)
     # Namespace first, so that the namespaced objects have somewhere to go.
     assert patches[0]["path"] == f"/api/v1/namespaces/{NS}"
     assert any("gpu-processor" in line and "2/2 ready" in line for line in progress)
+
+
+def test_the_redis_password_is_made_once_and_kept(fake_k8s: FakeKubernetes, seed_app: EdgeApp) -> None:
+    """The first deploy creates the Secret with a random password, right after the Namespace; later ones keep it."""
+    progress: list[str] = []
+    _deploy(seed_app, "reg/app:one", progress)
+    secret = fake_k8s.get("Secret", "test-distributed-system-redis-auth", NS)
+    assert secret is not None
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) == 48 and int(password, 16) >= 0, "24 random bytes, hex"
+    assert "created secret/test-distributed-system-redis-auth with a random Redis password" in progress
+    writes = [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in fake_k8s.requests if r["method"] != "GET"]
+    assert writes[:2] == [("PATCH", NS), ("POST", "secrets")], "before any pod that reads it"
+    again: list[str] = []
+    _deploy(seed_app, "reg/app:two", again)
+    kept = fake_k8s.get("Secret", "test-distributed-system-redis-auth", NS)
+    assert kept is not None and base64.b64decode(kept["data"]["password"]).decode() == password
+    assert not [line for line in again if "created secret" in line]
+    assert password not in str(fake_k8s.applied), "the password is never in an applied object"
 
 
 def test_second_deploy_changes_only_the_image(fake_k8s: FakeKubernetes, seed_app: EdgeApp) -> None:
@@ -96,10 +118,12 @@ def test_nodes_removed_from_main_py_are_pruned(fake_k8s: FakeKubernetes, seed_ap
     smaller.nodes = {k: v for k, v in seed_app.nodes.items() if k != "gpu_processor"}
     smaller.links = [ln for ln in seed_app.links if "gpu_processor" not in (ln.source, ln.target)]
     pruned = _deploy(smaller, "reg/app:two")
-    assert pruned == ["deployment/gpu-processor"]
+    # Its two replicas had a PodDisruptionBudget: it goes with them.
+    assert pruned == ["deployment/gpu-processor", "poddisruptionbudget/gpu-processor"]
     assert fake_k8s.names("Deployment", NS) == {"redis", "fake-camera", "gateway", "stranger"}
+    assert fake_k8s.names("PodDisruptionBudget", NS) == set()
     deletes = [r for r in fake_k8s.requests if r["method"] == "DELETE"]
-    assert [r["path"].rsplit("/", 1)[1] for r in deletes] == ["gpu-processor"]
+    assert [r["path"].rsplit("/", 1)[1] for r in deletes] == ["gpu-processor", "gpu-processor"]
 
 
 def test_rollout_timeout_prints_a_failure_summary(fake_k8s: FakeKubernetes, seed_app: EdgeApp) -> None:

@@ -9,6 +9,7 @@ tested is detection, the commands we run and how their failures are reported, no
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -78,9 +79,14 @@ def test_dry_run_prints_valid_yaml_and_touches_nothing(tmp_path: Path) -> None:
     assert [o["kind"] for o in objects].count("Deployment") == 4
     validate_all(objects)
     image = objects[3]["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.startswith("reg.local:5000/test-distributed-system:")
-    assert "dry run: 8 objects" in done.stderr
+    assert re.fullmatch(r"reg\.local:5000/test-distributed-system:sha-[0-9a-f]{16}", image), image
+    # The Namespace, Redis (Deployment, Service), 3 nodes, the gateway's 2 Services, gpu_processor's
+    # PodDisruptionBudget and Redis's NetworkPolicy.
+    assert "dry run: 10 objects" in done.stderr
     assert not (builders / "calls.log").exists()
+    # Reproducible: a second dry run of the same app prints the same manifests, byte for byte.
+    again = _run(["deploy", str(SEED), "--registry", "reg.local:5000", "--namespace", "demo", "--dry-run"], env)
+    assert again.returncode == 0 and again.stdout == done.stdout
     # The token is named so the user knows to make a Secret, but its value appears nowhere.
     assert "EDGEFLOW_TOKEN" in done.stderr
     assert SECRET not in done.stdout + done.stderr
@@ -160,6 +166,44 @@ def test_no_builder_is_a_clear_error(tmp_path: Path, fake_k8s: FakeKubernetes) -
     assert fake_k8s.applied == []
 
 
+def test_build_output_is_shown_as_it_comes(tmp_path: Path, fake_k8s: FakeKubernetes) -> None:
+    """The builder's lines reach the deploy's stderr while it still runs: the stand-in buildah prints its first
+    step, then waits for this test to have read that line before it prints the next one and ends."""
+    builders = _fake_builders(tmp_path / "builders")
+    seen = tmp_path / "seen"
+    (builders / "buildah").write_text(
+        textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "buildah $*" >> "{builders}/calls.log"
+        if [ "$1" = bud ]; then
+          echo "STEP 1/7: FROM python:3.11-slim"
+          i=0; while [ ! -e "{seen}" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+          [ -e "{seen}" ] || {{ echo "nobody read step 1" >&2; exit 9; }}
+          echo "STEP 2/7: WORKDIR /app"
+        fi
+        exit 0
+        """)
+    )
+    env = _env(tmp_path, KUBECONFIG=os.environ["KUBECONFIG"], PATH=f"{builders}{os.pathsep}{os.environ['PATH']}")
+    args = ["deploy", str(SEED), "--registry", "reg.local:5000", "--builder", "buildah", "--timeout", "20"]
+    lines = []
+    with subprocess.Popen([EDGEFLOW, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                          env=env) as proc:  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if "buildah | STEP 1/7: FROM python:3.11-slim" in line:
+                    seen.touch()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = "".join(lines)
+    assert proc.returncode == 0, text
+    assert text.index("STEP 1/7") < text.index("STEP 2/7") < text.index("deployed 'test-distributed-system'")
+
+
 def test_refused_push_is_a_clear_error(tmp_path: Path, fake_k8s: FakeKubernetes) -> None:
     """A registry that refuses the push (stand-in podman failing like one) stops the deploy before applying."""
     builders = _fake_builders(tmp_path / "builders", push_exit=125)
@@ -167,7 +211,8 @@ def test_refused_push_is_a_clear_error(tmp_path: Path, fake_k8s: FakeKubernetes)
     done = _run(["deploy", str(SEED), "--registry", "reg.local:5000", "--builder", "podman"], env)
     assert done.returncode == 2, done.stderr
     assert "the registry refused the push of reg.local:5000/test-distributed-system:" in done.stderr
-    assert "unauthorized: authentication required" in done.stderr and "podman login reg.local:5000" in done.stderr
+    assert "  | Error: writing blob: unauthorized: authentication required\n" in done.stderr, "quoted whole"
+    assert "podman login reg.local:5000" in done.stderr and "--insecure-registry" not in done.stderr
     calls = (builders / "calls.log").read_text().splitlines()
     assert calls[-2].startswith("podman build --tag reg.local:5000/test-distributed-system:")
     assert calls[-1].startswith("podman push reg.local:5000/test-distributed-system:")

@@ -19,7 +19,8 @@ Real instead:
   mounts natively on these machines' ext4 (vfs, the fallback where it can't, copies every layer in full);
 - the registry: Debian's docker-registry, started here on a free loopback port with its own small config and
   its storage in a temporary folder;
-- `skopeo inspect` of the pushed, per-deploy unique tag, which is also the image the Deployments got;
+- `skopeo inspect` of the pushed tag, the content's (the same as `--dry-run` printed), which is also the image
+  the Deployments got;
 - the image pulled back from that registry runs `python main.py --list` under `buildah run --isolation chroot`.
 
 Needs root, as the test machines give: mmdebstrap's root mode and buildah's rootful storage.
@@ -239,7 +240,8 @@ def test_deploy_builds_pushes_and_the_image_runs(
     buildah_env: dict[str, str],
     base_image: tuple[str, Path],
 ) -> None:
-    """`edgeflow deploy --builder buildah` builds and pushes a unique tag; the pulled image lists the app's graph.
+    """`edgeflow deploy --builder buildah` shows buildah's steps as they run, builds and pushes the content's tag
+    (the one the dry run printed), and the pulled image lists the app's graph.
 
     Left out: a Docker daemon, a Kubernetes cluster (the API emulation stands in) and a remote registry (a local
     docker-registry stands in); see the module's docstring for what is real.
@@ -251,8 +253,19 @@ def test_deploy_builds_pushes_and_the_image_runs(
     env.update(EDGEFLOW_LOAD_PLUGINS="k8s", KUBECONFIG=os.environ["KUBECONFIG"])
     deploy = [EDGEFLOW, "deploy", str(app / "main.py"), "--registry", f"{registry}/edgeflow-test", "-n", "imgtest"]
     deploy += ["--builder", "buildah", "--base-image", base_image[0], "--insecure-registry", "--timeout", "30"]
+    dry = _run([*deploy, "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    dry_image = next(yaml.safe_load_all(dry.stdout))  # the Namespace; the image is in the Deployments
+    dry_images = {o["spec"]["template"]["spec"]["containers"][0]["image"] for o in yaml.safe_load_all(dry.stdout)
+                  if o["kind"] == "Deployment" and o["metadata"]["name"] in ("counter", "printer")}  # fmt: skip
+    assert dry_image["kind"] == "Namespace" and len(dry_images) == 1
     done = _run(deploy, env)
     assert done.returncode == 0, done.stderr[-3000:]
+    # buildah's own output, line by line as it ran (its steps, then the push), before the deploy's last words.
+    steps = re.findall(r"^  buildah \| STEP (\d+)/(\d+): (\w+)", done.stderr, re.M)
+    assert steps and steps[0][:1] == ("1",) and steps[0][2] == "FROM", done.stderr[-3000:]
+    assert [int(s[0]) for s in steps] == list(range(1, int(steps[0][1]) + 1))
+    assert done.stderr.index("buildah | STEP 1/") < done.stderr.index("deployed 'image-build-test'")
 
     # The Deployments run the pushed image, under the deploy's unique tag.
     images = {
@@ -261,7 +274,8 @@ def test_deploy_builds_pushes_and_the_image_runs(
     }
     image = images["counter"]
     assert images["printer"] == image
-    assert re.fullmatch(rf"{re.escape(registry)}/edgeflow-test/image-build-test:\d{{8}}-\d{{6}}-[0-9a-f]{{10}}", image)
+    assert re.fullmatch(rf"{re.escape(registry)}/edgeflow-test/image-build-test:sha-[0-9a-f]{{16}}", image)
+    assert dry_images == {image}, "the dry run named the image the deploy pushed"
     assert f"deployed 'image-build-test' ({image})" in done.stderr
 
     # The registry holds it: the tag, the layers and the config the generated Dockerfile asked for.
@@ -282,3 +296,27 @@ def test_deploy_builds_pushes_and_the_image_runs(
     assert re.search(r"^\s+counter\s+producer\s+replicas=1", listed, re.M), listed
     assert re.search(r"^\s+printer\s+sink\s+replicas=2", listed, re.M), listed
     assert re.search(r"^\s+counter -> printer\s", listed, re.M), listed
+
+
+def test_a_push_to_a_registry_that_is_not_there_says_so(
+    tmp_path: Path, fake_k8s: FakeKubernetes, buildah_env: dict[str, str], base_image: tuple[str, Path]
+) -> None:
+    """A registry address nothing listens on, with --insecure-registry set: the deploy quotes buildah's error and
+    says the registry can't be reached, without suggesting --insecure-registry again. (The build reuses the layers
+    of the test above, in the same image store.)"""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text(textwrap.dedent(APP).lstrip())
+    env = {k: v for k, v in buildah_env.items() if k != "EDGEFLOW_DISABLE_PLUGIN_AUTOLOAD"}
+    env.update(EDGEFLOW_LOAD_PLUGINS="k8s", KUBECONFIG=os.environ["KUBECONFIG"])
+    closed = f"127.0.0.1:{free_port()}"
+    deploy = [EDGEFLOW, "deploy", str(app / "main.py"), "--registry", f"{closed}/edgeflow-test", "-n", "imgtest"]
+    deploy += ["--builder", "buildah", "--base-image", base_image[0], "--insecure-registry", "--timeout", "30"]
+    done = _run(deploy, env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"the registry refused the push of {closed}/edgeflow-test/image-build-test:sha-" in done.stderr
+    quoted = [line for line in done.stderr.splitlines() if line.startswith("  | ")]
+    assert any("connection refused" in line for line in quoted), done.stderr[-3000:]
+    assert f"{closed} can't be reached from this machine" in done.stderr
+    assert "deploy with --insecure-registry" not in done.stderr
+    assert fake_k8s.applied == []

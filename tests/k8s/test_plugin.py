@@ -24,12 +24,13 @@ def test_entry_module_imports_no_kubernetes() -> None:
 
 
 def test_hooks_register_commands_and_deployer(k8s_plugin: None) -> None:
-    """`register_commands` adds three commands; `register_deployers` names the Kubernetes deployer, whose command the
-    core's `edgeflow deploy` runs."""
+    """`register_commands` adds `delete`; `register_deployers` names the Kubernetes deployer, whose commands the
+    core's `edgeflow deploy`, `status` and `logs` run."""
     group = click.Group("edgeflow")
     get_plugin_manager().hook.register_commands(cli=group)
-    assert sorted(group.commands) == ["delete", "logs", "status"]
+    assert sorted(group.commands) == ["delete"]
     (deployer,) = installed("deployer").values()
     assert isinstance(deployer, KubernetesDeployer)
     assert get_deployer("kubernetes") is deployer
     assert deployer.command.name == "deploy" and "--registry" in {o for p in deployer.command.params for o in p.opts}
+    assert deployer.status_command.name == "status" and deployer.logs_command.name == "logs"

@@ -106,15 +106,21 @@ def test_custom_routes(open_pipeline: Running) -> None:
 
 def test_every_route_needs_the_token_when_set(secured_pipeline: Running) -> None:
     base = secured_pipeline.base
-    paths = ["/health", "/ready", "/api/status", "/api/fps", "/api/nodes", "/dashboard", "/hello", "/video/cam"]
+    paths = ["/api/status", "/api/fps", "/api/nodes", "/dashboard", "/hello", "/video/cam", "/metrics", "/"]
     with httpx.Client(base_url=base, timeout=5) as anon:
         for path in paths:
             assert anon.get(path).status_code == 401, path
             assert anon.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
             assert anon.get(path, params={"token": TOKEN[:-1]}).status_code == 401, path
-        body = anon.get("/health").json()
-        assert TOKEN not in str(body)
-        assert anon.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        # The probes answer without the token (the kubelet's httpGet carries none), and say nothing but ok.
+        for path in ("/health", "/ready"):
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                r = anon.get(path, headers=headers)
+                assert (r.status_code, r.json()) == (200, {"status": "ok"}), path
+            assert anon.post(path).status_code == 401, "only GET is open"
+        full = anon.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert full.json() == {"status": "ok", "gateway": "gw", "intake": True}
+        assert anon.get("/ready", params={"token": TOKEN}).json()["receiving"] is True
         assert anon.get("/health", headers={"X-EdgeFlow-Token": TOKEN}).status_code == 200
         assert anon.get("/health", params={"token": TOKEN}).status_code == 200
         assert anon.post("/items/x", params={"token": TOKEN}).json() == {"created": "x"}

@@ -14,6 +14,7 @@ from .links import Link, LinkBuilder
 from .names import NAME
 from .nodes import ConsumerNode, FusionNode, GatewayNode, ProducerNode, SinkNode
 from .plugins import get_broker
+from .resources import check_resources
 
 __all__ = ["NODE_TYPES", "EdgeApp", "NodeSpec"]
 
@@ -126,6 +127,8 @@ class EdgeApp:
         clash = _RESERVED.intersection(kwargs)
         if clash:
             raise NodeDefinitionError(f"node {name!r}: {sorted(clash)} can't be node settings", node=name)
+        if "resources" in kwargs:
+            kwargs["resources"] = check_resources(name, kwargs["resources"])
         if type == "producer" and "fps" in kwargs:
             fps = kwargs["fps"]
             if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0):

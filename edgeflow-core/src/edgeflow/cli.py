@@ -14,6 +14,8 @@ from .loader import load_app
 from .observe import render_graph, topic_group, trace_command
 from .plugins import get_deployer, get_plugin_manager, installed, plugin_info
 from .recording import record_command, replay_command
+from .scaffold import init_command
+from .status import logs_command, status_command
 
 __all__ = ["cli", "main"]
 
@@ -21,7 +23,14 @@ __all__ = ["cli", "main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(metadata.version("edgeflow-core"), prog_name="edgeflow")
 def cli() -> None:
-    """EdgeFlow: distributed data-processing pipelines on Redis."""
+    """EdgeFlow: distributed data-processing pipelines on Redis.
+
+    \b
+    Examples:
+      edgeflow init robot            # a new project
+      edgeflow status main.py        # a running app's nodes
+      edgeflow <command> --help      # each command's options, with an example
+    """
 
 
 @cli.command("plugins")
@@ -93,6 +102,9 @@ def dead_letters_command(app_file: str, node: str, replay: bool, ids: tuple[str,
 
 cli.add_command(record_command)
 cli.add_command(replay_command)
+cli.add_command(init_command)
+cli.add_command(status_command)
+cli.add_command(logs_command)
 
 
 def _default_target() -> str:
@@ -124,7 +136,12 @@ def deploy_command(target: str | None, args: tuple[str, ...]) -> None:
             return
         raise
     command: click.Command = deployer.command
-    command.main(args=list(args), prog_name=f"edgeflow deploy --target {name}", standalone_mode=False)
+    command.main(
+        args=list(args),
+        prog_name=f"edgeflow deploy --target {name}",
+        standalone_mode=False,
+        help_option_names=["-h", "--help"],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,11 @@ def register_interfaces(register: Callable[[str, type[Any]], None]) -> None:
 
 @hookspec
 def register_deployers(register: Callable[[str, Any], None]) -> None:
-    """Register deployers by name: `register("kubernetes", KubernetesDeployer())` (see `edgeflow deploy`)."""
+    """Register deployers by name: `register("kubernetes", KubernetesDeployer())` (see `edgeflow deploy`).
+
+    A deployer has `name`, `help` and a click `command` (`edgeflow deploy`), and may have a `status_command` and a
+    `logs_command` that `edgeflow status` and `edgeflow logs` run for a deployed app (edgeflow/status.py).
+    """
 
 
 @hookspec

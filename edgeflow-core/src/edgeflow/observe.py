@@ -26,7 +26,8 @@ import numpy as np
 
 from .errors import BrokerError, EdgeFlowError, LinkError
 from .loader import load_app
-from .runtime.stats import STATS_CHANNEL, StatsAggregator
+from .runtime.stats import StatsAggregator
+from .status import listen
 
 if TYPE_CHECKING:
     from .app import EdgeApp
@@ -80,27 +81,7 @@ def _connected(app: EdgeApp) -> Broker:
 
 def _gather(app: EdgeApp, seconds: float) -> StatsAggregator:
     """Listen to the app's statistics channel for `seconds`; return an aggregator holding what came."""
-    broker = _connected(app)
-    agg = StatsAggregator(broker, app.describe())
-    try:
-        listener = broker.listen(STATS_CHANNEL)
-        try:
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                raw = listener.get(timeout=min(left, 0.5))
-                if raw is None:
-                    continue
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and "node" in record:
-                    agg.ingest(record)
-        finally:
-            listener.close()
-    finally:
-        broker.close()
-    return agg
+    return listen(app, max(seconds, 0.1))  # listen() takes 0 for "until interrupted"
 
 
 def _ms(v: float | None) -> str:

@@ -26,7 +26,15 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "Service": ("CoreV1Api", "namespaced_service", True),
     "Deployment": ("AppsV1Api", "namespaced_deployment", True),
 }
-_PRUNABLE = ("Deployment", "Service")
+# The hardening's kinds (edgeflow_k8s.security, edgeflow_k8s.availability); the Secret is only created, never applied.
+_KINDS.update(
+    {
+        "Secret": ("CoreV1Api", "namespaced_secret", True),
+        "PodDisruptionBudget": ("PolicyV1Api", "namespaced_pod_disruption_budget", True),
+        "NetworkPolicy": ("NetworkingV1Api", "namespaced_network_policy", True),
+    }
+)
+_PRUNABLE = ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy")
 
 
 def kubeconfig_path(explicit: str | None = None) -> Path:
@@ -115,7 +123,7 @@ class Cluster:
         from kubernetes.client.exceptions import ApiException
 
         api_name, suffix, _ = _KINDS[kind]
-        api = self.core if api_name == "CoreV1Api" else self.apps
+        api = self._api(api_name)
         try:
             return getattr(api, f"{verb}_{suffix}")(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
@@ -124,6 +132,37 @@ class Cluster:
             ) from exc
         except Exception as exc:
             raise ClusterError(f"can't {verb} a {kind}: {_reason(exc)}; is the cluster still reachable?") from exc
+
+    def _api(self, name: str) -> Any:
+        """The client's API group object called `name` (CoreV1Api, AppsV1Api, PolicyV1Api, ...), made once."""
+        from kubernetes import client
+
+        apis = self.__dict__.setdefault("_apis", {"CoreV1Api": self.core, "AppsV1Api": self.apps})
+        if name not in apis:
+            apis[name] = getattr(client, name)(self.api_client)
+        return apis[name]
+
+    def ensure_secret(
+        self, namespace: str, name: str, labels: dict[str, str], data: Callable[[], dict[str, str]]
+    ) -> bool:
+        """Create the Secret `name` from `data()` unless it exists (its value is kept across deploys); True if made."""
+        from kubernetes.client.exceptions import ApiException
+
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "type": "Opaque",
+            "stringData": data(),
+        }
+        try:
+            self._call("Secret", "create", namespace, body, field_manager=FIELD_MANAGER)
+        except ClusterError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 409:
+                return False
+            raise
+        log.info("created secret/%s", name)
+        return True
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply `obj` as field manager `edgeflow`, taking over fields other managers changed."""
@@ -277,6 +316,9 @@ class Cluster:
     def delete_app(self, namespace: str, app: str, keep_namespace: bool) -> list[str]:
         """Delete the app's Deployments and Services, then its Namespace when EdgeFlow created it."""
         removed = self.prune(namespace, app, keep=[], why="edgeflow delete")
+        for item in self._call("Secret", "list", namespace, label_selector=app_selector(app)).items:
+            self._call("Secret", "delete", item.metadata.name, namespace)
+            removed.append(f"secret/{item.metadata.name}")
         if not keep_namespace:
             ns = self._call("Namespace", "read", namespace)
             labels = ns.metadata.labels or {}

@@ -105,25 +105,45 @@ def deploy_command(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Build the app's image, push it, and run the app on Kubernetes (one Deployment per node)."""
+    """Build the app's image, push it, and run the app on Kubernetes (one Deployment per node).
+
+    \b
+    Examples:
+      edgeflow deploy main.py --registry registry.local:5000 --namespace robot --dry-run
+      edgeflow deploy main.py --registry registry.local:5000 --namespace robot
+      edgeflow deploy main.py --image registry.local:5000/robot:v1 -n robot
+    """
+    from .appdeps import app_dependencies
     from .deployer import KubernetesDeployer, to_yaml
-    from .image import BuildContext, detect_builder, dockerfile, edgeflow_distributions, image_ref, unique_tag
-    from .names import k8s_name
+    from .image import BuildContext, detect_builder, dockerfile, edgeflow_distributions
+    from .security import PASSWORD_KEY, redis_secret_name
 
     _log_to_stderr(verbose)
     path = Path(app_file)
     if print_dockerfile:
-        requirements = (path.resolve().parent / "requirements.txt").is_file()
-        click.echo(dockerfile(edgeflow_distributions(), base_image, requirements), nl=False)
+        dists = edgeflow_distributions()
+        requirements = bool(app_dependencies(path.resolve().parent, [d.name for d in dists]).lines)
+        click.echo(dockerfile(dists, base_image, requirements), nl=False)
         return
     plats = [p for arg in platforms for p in arg.split(",") if p]
     deployer = KubernetesDeployer()
     plan = deployer.plan(
-        path, image=image, registry=registry, namespace=namespace, env_secret=env_secret, pull_secret=pull_secret
-    )
+        path, image=image, registry=registry, namespace=namespace, env_secret=env_secret, pull_secret=pull_secret,
+        base_image=base_image,
+    )  # fmt: skip
     if dry_run:
         click.echo(to_yaml(plan.objects), nl=False)
         log.info("dry run: %d objects for app %r in namespace %s", len(plan.objects), plan.app.name, plan.namespace)
+        secret = redis_secret_name(plan.app.name)
+        log.info(
+            "the pods read Redis's password from Secret %s, which `edgeflow deploy` creates; applying this YAML "
+            "yourself, create it first: kubectl -n %s create secret generic %s "
+            "--from-literal=%s=$(openssl rand -hex 24)",
+            secret,
+            plan.namespace,
+            secret,
+            PASSWORD_KEY,
+        )
         return
 
     from .cluster import Cluster
@@ -134,13 +154,12 @@ def deploy_command(
         found = detect_builder(builder, insecure_registry)
         ctx = BuildContext.prepare(plan.app_file.parent, base_image)
         try:
-            assert registry is not None  # plan() required it without --image
-            pushed = image_ref(registry, k8s_name(plan.app.name, "app"), unique_tag(ctx.digest))
-            log.info("building %s with %s", pushed, found.name)
-            found.build_and_push(ctx.path, pushed, plats)
+            # The content's tag, as the dry run printed it (plan() named it from the same content).
+            pushed = plan.image
+            log.info("building %s with %s; its output follows", pushed, found.name)
+            found.build_and_push(ctx.path, pushed, plats, echo=lambda line: _err(f"  {found.name} | {line}"))
         finally:
             ctx.cleanup()
-        plan = deployer.with_image(plan, pushed, env_secret, pull_secret)
     from .errors import RolloutTimeoutError
 
     try:
@@ -163,7 +182,13 @@ def deploy_command(
 @click.option("--app", "app_file", type=click.Path(exists=True, dir_okay=False), help="the app's main.py")
 @_with(_cluster_options)
 def status_command(namespace: str | None, app_file: str | None, kubeconfig: str | None, context: str | None) -> None:
-    """Show each deployed node: ready replicas, image, device and the dashboard's port."""
+    """Show each deployed node: ready replicas, image, device and the dashboard's port.
+
+    \b
+    Examples:
+      edgeflow status -n robot
+      edgeflow status --app main.py --context edge-cluster
+    """
     from .cluster import Cluster
 
     _log_to_stderr(False)
@@ -201,7 +226,13 @@ def logs_command(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Print the logs of every replica of NODE (its name in main.py)."""
+    """Print the logs of every replica (pod) of NODE (its name in main.py).
+
+    \b
+    Examples:
+      edgeflow logs detector -n robot --tail 50
+      edgeflow logs detector --app main.py -f
+    """
     from .cluster import Cluster
 
     _log_to_stderr(False)
@@ -233,7 +264,13 @@ def delete_command(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Remove the deployed app: its Deployments, Services and (when EdgeFlow made it) its namespace."""
+    """Remove the deployed app: its Deployments, Services and (when EdgeFlow made it) its namespace.
+
+    \b
+    Examples:
+      edgeflow delete --app main.py
+      edgeflow delete -n robot --app main.py --keep-namespace --yes
+    """
     from .cluster import Cluster
 
     _log_to_stderr(False)
@@ -247,5 +284,7 @@ def delete_command(
         _err(f"deleted {name}")
 
 
-#: What the plugin adds to `edgeflow`; `deploy` is the core's, and finds this plugin's deployer by name.
-COMMANDS = (status_command, logs_command, delete_command)
+#: What the plugin adds to `edgeflow`. `deploy`, `status` and `logs` are the core's, which find this plugin's deployer
+#: by name and run its `command`, `status_command` and `logs_command` (for `status` and `logs`, when an option only
+#: the cluster's commands know is given, such as --namespace).
+COMMANDS = (delete_command,)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 from edgeflow.errors import ConfigurationError
 
 from .manifests import RenderOptions, render
 from .names import k8s_name
+from .security import PASSWORD_KEY, redis_secret_name
 
 if TYPE_CHECKING:
     from edgeflow.app import EdgeApp
@@ -63,6 +64,20 @@ class KubernetesDeployer:
 
         return deploy_command
 
+    @property
+    def status_command(self) -> Any:
+        """The click command behind `edgeflow status` for a deployed app (`-n NAMESPACE`, `--app`, ...)."""
+        from .commands import status_command
+
+        return status_command
+
+    @property
+    def logs_command(self) -> Any:
+        """The click command behind `edgeflow logs NODE` for a deployed app."""
+        from .commands import logs_command
+
+        return logs_command
+
     def plan(
         self,
         app_file: str | Path,
@@ -72,9 +87,16 @@ class KubernetesDeployer:
         namespace: str | None = None,
         env_secret: str | None = "edgeflow-env",
         pull_secret: str | None = None,
+        base_image: str | None = None,
     ) -> DeployPlan:
-        """Load the app and render its objects; without `image`, name the one a build would push to `registry`."""
+        """Load the app and render its objects; without `image`, name the one a build would push to `registry`.
+
+        That image's tag is the content's (`image.content_tag`): the same app, EdgeFlow and base image always give
+        the same tag, so two dry runs print the same manifests, and a rebuild of unchanged content changes nothing.
+        """
         from edgeflow.loader import load_app
+
+        from .image import DEFAULT_BASE_IMAGE, content_tag, edgeflow_distributions, image_ref
 
         path = Path(app_file).resolve()
         app = load_app(path)
@@ -82,9 +104,10 @@ class KubernetesDeployer:
         if image is None:
             if not registry:
                 raise ConfigurationError("name a registry to push to with --registry REG, or an image with --image")
-            from .image import image_ref, unique_tag
-
-            image = image_ref(registry, k8s_name(app.name, "app"), unique_tag(_folder_digest(path.parent)))
+            dists = edgeflow_distributions()
+            tag = content_tag(path.parent, dists, base_image or DEFAULT_BASE_IMAGE)
+            image = image_ref(registry, k8s_name(app.name, "app"), tag)
+            _warn_missing_imports(path, [d.name for d in dists])
         options = RenderOptions(image, ns, path.name, env_secret, pull_secret)
         plan = DeployPlan(app, path, ns, image, render(app, options))
         leaked = [k for k in SECRET_ENV if os.environ.get(k)]
@@ -117,6 +140,12 @@ class KubernetesDeployer:
         """Apply every object, prune what main.py no longer declares, and wait for the rollouts."""
         for obj in plan.objects:
             cluster.apply(obj)
+            if obj["kind"] == "Namespace":
+                # Before the pods that read it: Redis's password, made once, random, never printed.
+                labels = {"app.kubernetes.io/managed-by": "edgeflow", "edgeflow.io/app": plan.app.name}
+                secret = redis_secret_name(plan.app.name)
+                if cluster.ensure_secret(plan.namespace, secret, labels, lambda: {PASSWORD_KEY: token_hex(24)}):
+                    progress(f"created secret/{secret} with a random Redis password")
         pruned = cluster.prune(plan.namespace, plan.app.name, plan.objects)
         if wait:
             progress(f"waiting for {len(plan.deployments)} deployments in namespace {plan.namespace}:")
@@ -124,11 +153,23 @@ class KubernetesDeployer:
         return pruned
 
 
-def _folder_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*.py")):
-        if any(part.startswith(".") or part in ("__pycache__", "venv") for part in f.relative_to(folder).parts):
-            continue
-        h.update(str(f.relative_to(folder)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def _warn_missing_imports(main: Path, dists: list[str]) -> None:
+    """Warn of each module main.py imports that the image would not have (edgeflow_k8s.appdeps)."""
+    from .appdeps import app_dependencies, missing_imports
+
+    deps = app_dependencies(main.parent, dists)
+    for line in deps.left_out:
+        log.info("%s lists %r: the image has this machine's EdgeFlow (%s) instead", deps.source, line, ", ".join(dists))
+    listed = deps.source or "requirements.txt"
+    for miss in missing_imports(main, dists, deps):
+        where = f"here it comes from {miss.distribution}" if miss.distribution else "nothing installed here has it"
+        add = miss.distribution or f"the distribution that provides {miss.module}"
+        log.warning(
+            "%s imports %s, which neither requirements.txt nor pyproject.toml beside it lists (%s): the image won't "
+            "have it, and the pods will fail at start; add %s to %s",
+            main.name,
+            miss.module,
+            where,
+            add,
+            listed,
+        )

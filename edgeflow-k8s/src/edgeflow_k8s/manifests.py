@@ -10,8 +10,11 @@ from edgeflow.broker import ServiceSpec
 from edgeflow.errors import ConfigurationError
 from edgeflow.plugins import get_plugin_manager
 
+from .availability import disruption_budgets, with_resources
 from .errors import InvalidNameError
 from .names import check_label_value, k8s_name, k8s_names
+from .probes import gateway_readiness
+from .security import secure
 from .telemetry import DEFAULT_PORT as METRICS_PORT
 
 if TYPE_CHECKING:
@@ -38,12 +41,6 @@ APP_LABEL = "edgeflow.io/app"
 GATEWAY_HTTP_PORT = 8000
 GATEWAY_TCP_PORT = 8080
 NODE_PORT_RANGE = range(30000, 32768)
-# The telemetry exporter in edgeflow_k8s.telemetry serves /metrics and /healthz in every node's pod.
-_READY_PROBE = (
-    "import os, urllib.request as u; "
-    "u.urlopen(u.Request('http://127.0.0.1:{port}/ready', "
-    "headers={{'X-EdgeFlow-Token': os.environ.get('EDGEFLOW_TOKEN', '')}}), timeout=2)"
-)
 METRICS_EXPORTER = "k8s"
 
 
@@ -214,18 +211,14 @@ def _node(
     if is_gateway:
         tcp, http, node_port = _gateway_ports(spec)
         env.append(_env("GATEWAY_HTTP_PORT", http))
+        # The probe of the interface the gateway really has (edgeflow_k8s.probes): an httpGet of WebInterface's
+        # /ready on its port, which answers without EDGEFLOW_TOKEN and then says only ready or not.
+        readiness, served = gateway_readiness(app, spec, {e["name"]: e["value"] for e in env if "value" in e})
+        http = served or http
         ports += [
             {"name": "http", "containerPort": http, "protocol": "TCP"},
             {"name": "tcp", "containerPort": tcp, "protocol": "TCP"},
         ]
-        # The gateway's WebInterface serves /ready itself (edgeflow-web): it receives frames and Redis answers.
-        # With EDGEFLOW_TOKEN set every route wants the token, and an httpGet probe could only carry it written
-        # into the manifest; an exec probe reads it from the pod's environment (the Secret) instead.
-        readiness = {
-            "exec": {"command": ["python", "-c", _READY_PROBE.format(port=http)]},
-            "periodSeconds": 5,
-            "timeoutSeconds": 3,
-        }
         http_port: dict[str, Any] = {"name": "http", "port": http, "targetPort": "http", "protocol": "TCP"}
         if node_port is not None:
             http_port["nodePort"] = node_port
@@ -238,6 +231,9 @@ def _node(
                     "type": "ClusterIP",
                     "selector": selector,
                     "ports": [{"name": "tcp", "port": tcp, "targetPort": "tcp", "protocol": "TCP"}],
+                    # The gateway is ready once frames arrive, and they arrive through this Service: it must
+                    # reach the pod before it is ready.
+                    "publishNotReadyAddresses": True,
                 },
             },
             {
@@ -338,4 +334,7 @@ def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
         objects += _redis(app_label, svc, namespace, durable=durable, budget_mb=durable_budget_mb(app))
     for spec in app.nodes.values():
         objects += _node(app, spec, names[spec.name], options, env, app_label)
-    return objects
+    # Resources, disruption budgets and the hardening (edgeflow_k8s.availability, edgeflow_k8s.security).
+    objects = with_resources(app, objects)
+    objects += disruption_budgets(objects)
+    return secure(app, objects, services, service_names, app_label)

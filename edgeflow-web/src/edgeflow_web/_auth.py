@@ -30,12 +30,22 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
     return values[0] if values else None
 
 
-class TokenGate:
-    """ASGI middleware: 401 for any request whose token does not match, compared in constant time."""
+#: Probe paths that answer without the token (the kubelet's httpGet can't carry a secret), with their status code
+#: and nothing else: {"status": "ok"} or {"status": "unavailable"}.
+OPEN_PATHS = frozenset({"/health", "/ready"})
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+
+class TokenGate:
+    """ASGI middleware: 401 for any request whose token does not match, compared in constant time.
+
+    GETs of `open_paths` without the right token are still answered, with the route's status code and a
+    body that reveals nothing more.
+    """
+
+    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = OPEN_PATHS) -> None:
         self.app = app
         self._token = token.encode()
+        self.open_paths = open_paths
 
     def allowed(self, scope: dict[str, Any]) -> bool:
         """Return True when the request carries the right token."""
@@ -46,6 +56,9 @@ class TokenGate:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or self.allowed(scope):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") in self.open_paths:
+            await self._status_only(scope, receive, send)
             return
         body = json.dumps({"detail": _DETAIL}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -60,3 +73,22 @@ class TokenGate:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": 1008})
+
+    async def _status_only(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run the route, keep its status code, drop its headers and body, and answer a body of one word."""
+        status = 500
+
+        async def keep_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+
+        await self.app(scope, receive, keep_status)
+        body = json.dumps({"status": "ok" if status < 400 else "unavailable"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 200 if status < 400 else 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

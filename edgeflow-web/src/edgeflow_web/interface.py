@@ -106,6 +106,10 @@ class WebInterface(GatewayInterface):
 
         return decorate
 
+    def readiness(self) -> tuple[int, str] | None:
+        """`/ready` on this interface's port: it answers without the token, and then says only ready or not."""
+        return (self.port, "/ready") if self.port else None
+
     @property
     def url(self) -> str:
         """The base URL to reach this interface from this machine."""

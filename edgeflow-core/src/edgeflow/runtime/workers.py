@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..backoff import Backoff
 from ..errors import ConfigurationError, EdgeFlowError, NodeError
 from ..nodes import Node
+from .logring import LogRing
 from .outage import Outage
 from .outputs import Outputs
 from .stats import NodeStats, StatsReporter
@@ -85,6 +86,9 @@ class Worker:
         self.stats = NodeStats(spec.name, spec.type, replica, spec.device)
         self.logger = logging.getLogger(f"edgeflow.node.{spec.name}" + (f".{replica}" if spec.replicas > 1 else ""))
         self.errors = ErrorLog(self.logger)
+        #: The replica's recent log lines, for `edgeflow logs` (published in its statistics record).
+        self.log_ring = LogRing()
+        self.logger.addHandler(self.log_ring)
         self.outage = Outage(self.logger, ctx.stop)
         self.outputs = Outputs(ctx, spec, self.stats, self.logger, self.errors, self.outage)
         self.stats.probe = self.probe
@@ -151,6 +155,8 @@ class Worker:
         finally:
             self.stats.state = "failed" if self.fatal is not None else "stopped"
             self._teardown()
+            # Loggers live as long as the process; the ring keeps its lines for the last report.
+            self.logger.removeHandler(self.log_ring)
             self.finished.set()
 
     def _died(self, exc: Exception) -> bool:
@@ -218,4 +224,6 @@ class Worker:
         last = self.errors.last
         if last is not None:
             out["last_error"] = {"message": last[0][:500], "ts": last[1]}
+        if self.log_ring.lines:
+            out["log"] = self.log_ring.snapshot()
         return out

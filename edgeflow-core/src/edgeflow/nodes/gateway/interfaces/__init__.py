@@ -37,3 +37,10 @@ class GatewayInterface(ABC):
     @abstractmethod
     def stop(self, timeout: float = 3.0) -> None:
         """Stop serving within `timeout` seconds."""
+
+    def readiness(self) -> tuple[int, str] | None:
+        """Return (port, path) of an HTTP GET that answers 200 without credentials once this interface is ready.
+
+        None (the default) when it serves no HTTP: deployers then judge the gateway by its runner's reports.
+        """
+        return None
