@@ -1,0 +1,32 @@
+"""The broker contract on a Redis Cluster: every promise of the Redis broker holds with keys spread over shards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from edgeflow import RedisBroker
+from edgeflow.testing.cluster import LocalCluster
+from edgeflow.testing.contract import BrokerContract
+
+
+@pytest.fixture
+def contract_broker(request: pytest.FixtureRequest, redis_cluster: LocalCluster) -> Iterator[RedisBroker]:
+    """The contract's broker: the Redis broker on the session's cluster, every frame through Redis."""
+    redis_cluster.wait_ok()
+    broker = RedisBroker(redis_cluster.url)
+    local = getattr(broker, "local", None)
+    if local is not None and not getattr(request.cls, "in_process", True):
+        local.enabled = False
+    broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
+    broker.connect()
+    yield broker
+    broker.close()
+
+
+class TestClusterContract(BrokerContract):
+    """The contract over a three-master cluster, as between processes (no in-process shortcut)."""
+
+    in_process = False
