@@ -30,3 +30,28 @@ class TestClusterContract(BrokerContract):
     """The contract over a three-master cluster, as between processes (no in-process shortcut)."""
 
     in_process = False
+
+
+@pytest.fixture
+def waiting_broker(redis_cluster: LocalCluster) -> Iterator[RedisBroker]:
+    """The broker on the cluster, its durable writes waiting for a replica (WAIT 1)."""
+    redis_cluster.wait_ok()
+    broker = RedisBroker(redis_cluster.url + "?wait_replicas=1&wait_timeout=2")
+    local = getattr(broker, "local", None)
+    if local is not None:
+        local.enabled = False
+    broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
+    broker.connect()
+    yield broker
+    broker.close()
+
+
+class TestClusterContractWaitingForReplicas(BrokerContract):
+    """The contract with `wait_replicas=1` (from the URL): durable frames are confirmed once a replica has them."""
+
+    in_process = False
+
+    @pytest.fixture
+    def contract_broker(self, waiting_broker: RedisBroker) -> RedisBroker:
+        assert waiting_broker.wait_replicas == (1, 2000)
+        return waiting_broker

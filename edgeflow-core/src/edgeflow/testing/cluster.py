@@ -56,6 +56,8 @@ class LocalCluster:
                 "--cluster-port", str(free_port()),
                 # A lone test machine: a replica may always take over, however long it was cut off.
                 "--cluster-replica-validity-factor", "0",
+                # A replica's first sync starts at once (by default a master waits 5 s for more replicas).
+                "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
             self.servers.append(EmbeddedRedis(self.binary, extra_args=args).start())
         try:
@@ -99,7 +101,8 @@ class LocalCluster:
             self.admin(srv).execute_command("CLUSTER", "REPLICATE", ids[k % len(ids)])
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every running node reports cluster_state:ok and agrees on who serves every slot."""
+        """Wait until every running node reports cluster_state:ok and agrees on who serves every slot, and every
+        replica's link to its master is up (it has its master's data)."""
 
         def ok() -> bool:
             try:
@@ -111,6 +114,9 @@ class LocalCluster:
                     if "cluster_state:ok" not in text:
                         return False
                     views.add(tuple(sorted(self.slot_owners(s).items())))
+                    rep = self.admin(s).info("replication")
+                    if rep.get("role") == "slave" and rep.get("master_link_status") != "up":
+                        return False
                 return len(views) == 1
             except redis.RedisError:
                 return False
@@ -185,12 +191,13 @@ class LocalCluster:
     def server_of_slot(self, slot: int) -> EmbeddedRedis:
         """The running master that serves `slot`."""
         for s in self.masters():
-            ranges = self._slot_ranges(s)
+            ranges = self.slot_ranges(s)
             if any(lo <= slot <= hi for lo, hi in ranges):
                 return s
         raise LookupError(f"no running master serves slot {slot}")
 
-    def _slot_ranges(self, srv: EmbeddedRedis) -> list[tuple[int, int]]:
+    def slot_ranges(self, srv: EmbeddedRedis) -> list[tuple[int, int]]:
+        """The slot ranges `srv` serves, as it says."""
         me = next(line for line in self._nodes(srv) if "myself" in line[2])
         out = []
         for rng in me[8:]:

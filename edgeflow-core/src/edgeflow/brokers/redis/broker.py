@@ -45,9 +45,9 @@ class RedisBroker(Broker):
         url: `redis://`, `rediss://` (TLS) or `unix://`, with user and password; default REDIS_URL, or
             REDIS_HOST and REDIS_PORT. `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://` with TLS) runs on a
             Redis Cluster (docs/scaling.md).
-        wait_replicas: durable writes count as written once this many replicas have them (WAIT), or once
-            `wait_timeout` seconds passed (counted and logged); 0 by default. Also a URL parameter
-            (`?wait_replicas=1&wait_timeout=0.5`).
+        wait_replicas: durable writes count as written once this many replicas have them (WAIT, at most
+            `wait_timeout` seconds, 1 by default; frames confirmed without them are counted and logged); 0 by
+            default. Also URL parameters: `?wait_replicas=1&wait_timeout=0.5`. See docs/scaling.md.
         data_plane: where payloads live (see `edgeflow.brokers.dataplane`); inline in the entries by default.
         options: passed to `redis.Redis.from_url`.
     """
@@ -349,9 +349,11 @@ class RedisBroker(Broker):
             seconds = float(timeout if timeout is not None else query.get("wait_timeout", 1.0))
         except ValueError as exc:
             raise ConfigurationError(f"wait_replicas / wait_timeout of {self.display_url}: {exc}") from exc
-        if n < 0 or not 0 < seconds <= 60:
+        limit = float(self._options.get("socket_timeout") or 5.0)  # a WAIT's reply must come before the socket's
+        if n < 0 or not 0 < seconds < limit:
             raise ConfigurationError(
-                f"wait_replicas must be >= 0 and wait_timeout 0 to 60 s, got {n} and {seconds} ({self.display_url})"
+                f"wait_replicas must be >= 0 and wait_timeout above 0 and below the socket timeout ({limit:g} s), "
+                f"got {n} and {seconds} ({self.display_url})"
             )
         return n, max(1, int(seconds * 1000))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -23,7 +24,7 @@ from ...errors import ConfigurationError
 from .keys import parse_cluster_url
 from .packer import ZeroCopyPacker
 from .scripts import NOTE_SKIPS, RAISE_SEEN, Scripts
-from .window import SendWindow
+from .window import SendWindow, _Item
 
 __all__ = ["ClusterScripts", "ClusterSendWindow", "InOrder", "WaitingSendWindow", "make_cluster_client"]
 
@@ -120,26 +121,57 @@ class InOrder:
 
 
 class WaitingSendWindow(SendWindow):
-    """A send window whose durable writes count as confirmed only once `replicas` replicas have them (WAIT), or
-    `timeout_ms` passed: then they are confirmed by the master alone, counted in `unreplicated` and logged.
+    """A send window whose durable writes count as confirmed only once `replicas` replicas have them (WAIT).
 
     Replication is asynchronous: without WAIT a master that dies can take the writes of its last moments with it,
-    confirmed to the producer but never copied. WAIT closes that gap at the price of a replica's round trip per
-    durable frame, paid while later frames are made (the window keeps sending).
+    confirmed to the producer but never copied. Here a durable frame is confirmed once a WAIT sent after it on the
+    same connection came back with enough replicas (a WAIT covers every write before it); until then it is kept,
+    and sent again if the connection breaks. One WAIT is in flight at a time, so the replicas' round trip is paid
+    once per burst of frames, while later frames are made; the frames of a burst that ends are covered by a last
+    WAIT with the next frame, or when the publisher closes.
+
+    A WAIT that comes back short after `timeout_ms` (no replica, or one far behind) is not waited for again and
+    again: frames then go on confirmed by the master alone, counted in `unreplicated` and logged, and every
+    PROBE_EVERY seconds one frame asks again, for up to PROBE_MS; once replicas acknowledge again, so is every
+    frame again.
     """
+
+    PROBE_EVERY = 0.2
+    PROBE_MS = 50
 
     def __init__(self, client: Any, name: str, replicas: int = 0, timeout_ms: int = 1000) -> None:
         super().__init__(client, name)
         self.replicas = replicas
         self._wait = ("WAIT", replicas, timeout_ms)
+        self._probe = ("WAIT", replicas, min(timeout_ms, self.PROBE_MS))
         self.unreplicated = 0
+        self.degraded = False
+        self._waiting = False  # a WAIT is in flight
+        self._uncovered: deque[_Item] = deque()  # durable frames Redis took that no WAIT has covered yet
+        self._next_probe = 0.0
         self._logged = (0.0, 0)
 
+    @property
+    def unconfirmed(self) -> int:
+        """Durable frames not confirmed yet: those SendWindow counts, and those no replica acknowledged yet."""
+        return super().unconfirmed + len(self._uncovered)
+
+    def _with_wait(self, commands: list[tuple[Any, ...]], keep: bool) -> list[tuple[Any, ...]]:
+        if not (keep and self.replicas) or self._waiting:
+            return commands
+        if self.degraded:
+            now = time.monotonic()
+            if now < self._next_probe:
+                return commands
+            self._next_probe = now + self.PROBE_EVERY
+            self._waiting = True
+            return [*commands, self._probe]
+        self._waiting = True
+        return [*commands, self._wait]
+
     def send(self, commands: list[tuple[Any, ...]], size: int, keep: bool) -> None:
-        """Send `commands`, followed by WAIT when they are durable and replicas are asked for."""
-        if keep and self.replicas:
-            commands = [*commands, self._wait]
-        super().send(commands, size, keep)
+        """Send `commands`, followed by WAIT when they are durable and no WAIT is in flight."""
+        super().send(self._with_wait(commands, keep), size, keep)
 
     def _collect_one(self) -> None:
         if not self.replicas:
@@ -147,22 +179,72 @@ class WaitingSendWindow(SendWindow):
             return
         # As SendWindow._collect_one, looking at WAIT's reply: how many replicas have the writes before it.
         self._flush_held()
-        commands, size, _ = self._outstanding[0]
+        item = self._outstanding[0]
+        commands, size, keep = item
+        acks: int | None = None
         for command in commands:
             reply = self._conn.read_response()
-            if command is self._wait and int(reply) < self.replicas:
-                self._unreplicated(1)
+            if command is self._wait or command is self._probe:
+                acks = int(reply)
         self._outstanding.popleft()
         self._bytes -= size
+        if keep and acks is None:
+            self._uncovered.append(item)
+        elif acks is not None:
+            self._covered(acks, keep)
+
+    def _covered(self, acks: int, keep: bool) -> None:
+        self._waiting = False
+        if acks >= self.replicas:
+            self._uncovered.clear()
+            if self.degraded:
+                log.warning("%s: %d replica(s) acknowledge durable frames again (wait_replicas)", self.name, acks)
+                self.degraded = False
+            return
+        self._unreplicated(len(self._uncovered) + int(keep))
+        self._uncovered.clear()  # kept no longer: Redis has them, a failover of its master may not
+        if not self.degraded:
+            self.degraded = True
+            self._next_probe = time.monotonic() + self.PROBE_EVERY
+            log.warning("%s: only %d of %d replica(s) acknowledged durable frames within %d ms: frames go on "
+                        "confirmed by the master alone (counted) until replicas acknowledge again", self.name,
+                        acks, self.replicas, self._wait[2])  # fmt: skip
+
+    def failed(self) -> int:
+        """As SendWindow.failed; the frames no replica acknowledged yet are sent again too, first, and one WAIT
+        after the last of them covers them all."""
+        dropped = super().failed()
+        self._waiting = False
+        if self.replicas:
+            self._resend.extendleft(reversed(self._uncovered))
+            self._uncovered.clear()
+            if self._resend:
+                items = [([c for c in commands if c[0] != "WAIT"], size, keep) for commands, size, keep in self._resend]
+                items[-1][0].append(self._probe if self.degraded else self._wait)
+                self._waiting = True
+                self._resend.clear()
+                self._resend.extend(items)
+        return dropped
+
+    def close(self) -> int:
+        """Cover the last frames with a WAIT, then close as SendWindow does."""
+        with self.io:
+            if self.replicas and self._uncovered and not self._waiting and self._conn is not None:
+                try:
+                    self.send([], 0, True)
+                except (redis.RedisError, OSError):
+                    self.failed()
+        return super().close()
 
     def _unreplicated(self, n: int) -> None:
+        if not n:
+            return
         self.unreplicated += n
         last, since = self._logged
         now = time.monotonic()
         if now - last >= 10.0:
-            log.warning("%s: %d durable frame(s) confirmed by the master alone: fewer than %d replica(s) acknowledged "
-                        "them within %d ms (wait_replicas); a failover now could lose them", self.name,
-                        since + n, self.replicas, self._wait[2])  # fmt: skip
+            log.warning("%s: %d durable frame(s) confirmed by the master alone (wait_replicas=%d): a failover now "
+                        "could lose them", self.name, since + n, self.replicas)  # fmt: skip
             self._logged = (now, 0)
         else:
             self._logged = (last, since + n)
@@ -190,11 +272,10 @@ class ClusterSendWindow(WaitingSendWindow):
 
     def send(self, commands: list[tuple[Any, ...]], size: int, keep: bool) -> None:
         """Send `commands`; on a redirection, send again what it concerns through the cluster client."""
+        commands = self._with_wait(commands, keep)
         try:
-            super().send(commands, size, keep)
+            SendWindow.send(self, commands, size, keep)
         except AskError as exc:  # MovedError is an AskError
-            if keep and self.replicas:
-                commands = [*commands, self._wait]
             self._follow(exc, (commands, size, keep))
 
     def drain(self) -> None:
@@ -215,6 +296,9 @@ class ClusterSendWindow(WaitingSendWindow):
 
     def _follow(self, exc: AskError, new: tuple[list[tuple[Any, ...]], int, bool] | None) -> None:
         items = [*self._outstanding, *self._resend, *([new] if new is not None else [])]
+        self._unreplicated(len(self._uncovered))  # the slot moved with their data: not sent again, not covered
+        self._uncovered.clear()
+        self._waiting = False
         self._outstanding.clear()
         self._resend.clear()
         self._held.clear()
