@@ -95,10 +95,19 @@ class LocalCluster:
         first = self.admin(self.servers[0])
         for srv in self.servers[1:]:
             first.execute_command("CLUSTER", "MEET", "127.0.0.1", srv.port, self._bus_port(srv))
-        self._wait(lambda: all(len(self._nodes(s)) == len(self.servers) for s in self.servers), 20, "the nodes to meet")
-        ids = [self.node_id(m) for m in masters]
+        ids = {self.node_id(s) for s in self.servers}
+
+        def met() -> bool:  # every node knows every other by its real id, the handshakes done
+            for s in self.servers:
+                lines = self._nodes(s)
+                if {line[0] for line in lines} != ids or any("handshake" in line[2] for line in lines):
+                    return False
+            return True
+
+        self._wait(met, 20, "the nodes to meet")
+        master_ids = [self.node_id(m) for m in masters]
         for k, srv in enumerate(self.servers[len(masters) :]):
-            self.admin(srv).execute_command("CLUSTER", "REPLICATE", ids[k % len(ids)])
+            self.admin(srv).execute_command("CLUSTER", "REPLICATE", master_ids[k % len(master_ids)])
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every running node reports cluster_state:ok and agrees on who serves every slot, and every
