@@ -42,6 +42,11 @@ class Settings:
         return os.environ.get("REDIS_URL") or None
 
     @property
+    def REDIS_PASSWORD(self) -> str | None:  # noqa: N802
+        """The control-plane Redis's password when REDIS_URL carries none (kept apart so that a Secret holds it)."""
+        return os.environ.get("REDIS_PASSWORD") or None
+
+    @property
     def REDIS_HOST(self) -> str:  # noqa: N802
         """Host of the control-plane Redis."""
         return os.environ.get("REDIS_HOST", "localhost")

@@ -126,6 +126,8 @@ class RedisBroker(Broker):
             "client_name": f"edgeflow-{self.namespace}"[:60],
             "command_packer": ZeroCopyPacker(),
         }
+        if settings.REDIS_PASSWORD and url == self.url:
+            opts["password"] = settings.REDIS_PASSWORD  # a password in the URL still wins
         opts.update(self._options)
         url, _ = pop_url_options(url)
         if is_cluster_url(url):

@@ -67,7 +67,7 @@ def make_cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     if parsed.username is not None:
         opts.setdefault("username", parsed.username)
     if parsed.password is not None:
-        opts.setdefault("password", parsed.password)
+        opts["password"] = parsed.password  # the URL's wins over REDIS_PASSWORD
     opts["connection_class"] = ZeroCopySSLConnection if parsed.tls else ZeroCopyConnection
     try:
         return RedisCluster(
