@@ -27,8 +27,17 @@ _ROUTES = [
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$"), "Pod", True),
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$"), "Event", True),
     (re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments(?:/(?P<name>[^/]+))?$"), "Deployment", True),
-]
-_API_VERSION = {"Namespace": "v1", "Service": "v1", "Pod": "v1", "Event": "v1", "Deployment": "apps/v1"}
+    # A rendered Redis Cluster, and KEDA's custom resources (stored as they come; KEDA itself is not emulated).
+    (re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/statefulsets(?:/(?P<name>[^/]+))?$"), "StatefulSet", True),
+    (re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/]+))?$"), "Job", True),
+    (re.compile(r"^/apis/keda.sh/v1alpha1/namespaces/(?P<ns>[^/]+)/scaledobjects(?:/(?P<name>[^/]+))?$"),
+     "ScaledObject", True),
+    (re.compile(r"^/apis/keda.sh/v1alpha1/namespaces/(?P<ns>[^/]+)/triggerauthentications(?:/(?P<name>[^/]+))?$"),
+     "TriggerAuthentication", True),
+]  # fmt: skip
+_API_VERSION = {"Namespace": "v1", "Service": "v1", "Pod": "v1", "Event": "v1", "Deployment": "apps/v1",
+                "StatefulSet": "apps/v1", "Job": "batch/v1", "ScaledObject": "keda.sh/v1alpha1",
+                "TriggerAuthentication": "keda.sh/v1alpha1"}  # fmt: skip
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
