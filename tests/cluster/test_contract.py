@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,37 @@ class TestClusterContractWaitingForReplicas(BrokerContract):
     def contract_broker(self, waiting_broker: RedisBroker) -> RedisBroker:
         assert waiting_broker.wait_replicas == (1, 2000)
         return waiting_broker
+
+
+@pytest.fixture(params=["shm", "shm-channel"])
+def shm_cluster_broker(request: pytest.FixtureRequest, redis_cluster: LocalCluster) -> Iterator[Any]:
+    """edgeflow-shm's broker (the Redis broker with payloads in shared memory) on the cluster, both ways."""
+    import edgeflow_shm.plugin
+    from edgeflow.plugins import get_plugin_manager
+    from edgeflow_shm import ShmBroker
+
+    pm = get_plugin_manager()
+    pm.register(edgeflow_shm.plugin, name="shm")
+    redis_cluster.wait_ok()
+    opts: dict[str, Any] = {"shm_min_bytes": 0, "shm_local": False} if request.param == "shm" else {}
+    broker = ShmBroker(redis_cluster.url, **opts)
+    local = getattr(broker, "local", None)
+    if local is not None:
+        local.enabled = False
+    broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
+    broker.connect()
+    try:
+        yield broker
+    finally:
+        broker.close()
+        pm.unregister(name="shm")
+
+
+class TestShmContractOnTheCluster(BrokerContract):
+    """edgeflow-shm on the cluster: its registration and channel keys carry their topic's hash tag."""
+
+    in_process = False
+
+    @pytest.fixture
+    def contract_broker(self, shm_cluster_broker: Any) -> Any:
+        return shm_cluster_broker

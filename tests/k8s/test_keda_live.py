@@ -26,7 +26,8 @@ def test_triggers_name_the_streams_and_groups_the_running_app_reads(redis_url: s
     app = scaled_app(app_name)
     app._broker = RedisBroker(redis_url)  # the app under test, on the session's Redis
     objects = render(app, RenderOptions(IMAGE, "robot", redis_url=redis_url))
-    triggers = [(o["metadata"]["name"], t) for o in objects if o["kind"] == "ScaledObject" for t in o["spec"]["triggers"]]
+    scaled = [o for o in objects if o["kind"] == "ScaledObject"]
+    triggers = [(o["metadata"]["name"], t) for o in scaled for t in o["spec"]["triggers"]]
     assert len(triggers) == 3
     client = redis.Redis.from_url(redis_url)
     with RunningApp(app, ["camera", "gpu_det", "store"]) as run:
