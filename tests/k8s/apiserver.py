@@ -30,27 +30,22 @@ _ROUTES = [
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$"), "Event", True),
     (re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments(?:/(?P<name>[^/]+))?$"), "Deployment", True),
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/secrets(?:/(?P<name>[^/]+))?$"), "Secret", True),
-    (
-        re.compile(r"^/apis/policy/v1/namespaces/(?P<ns>[^/]+)/poddisruptionbudgets(?:/(?P<name>[^/]+))?$"),
-        "PodDisruptionBudget",
-        True,
-    ),
-    (
-        re.compile(r"^/apis/networking.k8s.io/v1/namespaces/(?P<ns>[^/]+)/networkpolicies(?:/(?P<name>[^/]+))?$"),
-        "NetworkPolicy",
-        True,
-    ),
-]
-_API_VERSION = {
-    "Namespace": "v1",
-    "Service": "v1",
-    "Pod": "v1",
-    "Event": "v1",
-    "Deployment": "apps/v1",
-    "Secret": "v1",
-    "PodDisruptionBudget": "policy/v1",
-    "NetworkPolicy": "networking.k8s.io/v1",
-}
+    (re.compile(r"^/apis/policy/v1/namespaces/(?P<ns>[^/]+)/poddisruptionbudgets(?:/(?P<name>[^/]+))?$"),
+     "PodDisruptionBudget", True),
+    (re.compile(r"^/apis/networking.k8s.io/v1/namespaces/(?P<ns>[^/]+)/networkpolicies(?:/(?P<name>[^/]+))?$"),
+     "NetworkPolicy", True),
+    # A rendered Redis Cluster, and KEDA's custom resources (stored as they come; KEDA itself is not emulated).
+    (re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/statefulsets(?:/(?P<name>[^/]+))?$"), "StatefulSet", True),
+    (re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/]+))?$"), "Job", True),
+    (re.compile(r"^/apis/keda.sh/v1alpha1/namespaces/(?P<ns>[^/]+)/scaledobjects(?:/(?P<name>[^/]+))?$"),
+     "ScaledObject", True),
+    (re.compile(r"^/apis/keda.sh/v1alpha1/namespaces/(?P<ns>[^/]+)/triggerauthentications(?:/(?P<name>[^/]+))?$"),
+     "TriggerAuthentication", True),
+]  # fmt: skip
+_API_VERSION = {"Namespace": "v1", "Service": "v1", "Pod": "v1", "Event": "v1", "Deployment": "apps/v1",
+                "StatefulSet": "apps/v1", "Job": "batch/v1", "ScaledObject": "keda.sh/v1alpha1",
+                "TriggerAuthentication": "keda.sh/v1alpha1", "Secret": "v1", "PodDisruptionBudget": "policy/v1",
+                "NetworkPolicy": "networking.k8s.io/v1"}  # fmt: skip
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

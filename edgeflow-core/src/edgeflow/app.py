@@ -44,6 +44,8 @@ class NodeSpec:
     replicas: int = 1
     device: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: Deployed, the node scales between `replicas` and this on the lag of its inputs (KEDA); None: fixed.
+    max_replicas: int | None = None
 
     @property
     def topic(self) -> str:
@@ -104,9 +106,14 @@ class EdgeApp:
         type: str,
         replicas: int = 1,
         device: str | None = None,
+        max_replicas: int | None = None,
         **kwargs: Any,
     ) -> Callable[[N], N]:
-        """Declare the decorated class as the node `name` of `type`; extra kwargs become instance attributes."""
+        """Declare the decorated class as the node `name` of `type`; extra kwargs become instance attributes.
+
+        `max_replicas` (consumers, sinks, fusion nodes): deployed, the node scales between `replicas` and
+        `max_replicas` on the lag of its inputs (docs/scaling.md).
+        """
         if not isinstance(name, str) or not _NAME.match(name):
             raise NodeDefinitionError(
                 f"node name {name!r} is not valid: use letters, digits, '-', '_' or '.', starting with a letter",
@@ -120,6 +127,7 @@ class EdgeApp:
             raise NodeDefinitionError(f"node {name!r}: unknown type {type!r}; use one of {NODE_TYPES}", node=name)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
             raise NodeDefinitionError(f"node {name!r}: replicas must be an int >= 1, got {replicas!r}", node=name)
+        _check_max_replicas(name, type, replicas, max_replicas)
         if device is not None and (not isinstance(device, str) or not _NAME.match(device)):
             raise NodeDefinitionError(
                 f"node {name!r}: device must be a label value like 'gpu', got {device!r}", node=name
@@ -146,7 +154,7 @@ class EdgeApp:
                 )
             if method is not None and getattr(cls, method) is getattr(base, method):
                 raise NodeDefinitionError(f"node {name!r}: {cls.__name__} must implement {method}()", node=name)
-            spec = NodeSpec(name, type, cls, replicas, device, dict(kwargs))
+            spec = NodeSpec(name, type, cls, replicas, device, dict(kwargs), max_replicas)
             self._check_topic(spec)
             self.nodes[name] = spec
             return cls
@@ -244,6 +252,21 @@ class EdgeApp:
         from .runtime.runner import main
 
         main(self, argv)
+
+
+def _check_max_replicas(name: str, type: str, replicas: int, max_replicas: int | None) -> None:
+    if max_replicas is None:
+        return
+    if type not in ("consumer", "sink", "fusion"):
+        raise NodeDefinitionError(
+            f"node {name!r}: max_replicas scales a node on the lag of its inputs; a {type} has none (only consumers, "
+            "sinks and fusion nodes scale): drop max_replicas",
+            node=name,
+        )
+    if not isinstance(max_replicas, int) or isinstance(max_replicas, bool) or max_replicas < replicas:
+        raise NodeDefinitionError(
+            f"node {name!r}: max_replicas must be an int >= replicas ({replicas}), got {max_replicas!r}", node=name
+        )
 
 
 def _broker_named(name: str, where: str) -> Broker:

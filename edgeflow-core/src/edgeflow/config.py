@@ -29,9 +29,7 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rsplit("@", 1)[1]  # as written: a cluster URL lists several host:port
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
@@ -42,6 +40,11 @@ class Settings:
     def REDIS_URL(self) -> str | None:  # noqa: N802 - the seed's names are environment variable names
         """A full Redis URL (`redis://`, `rediss://`, with user and password), preferred over host and port."""
         return os.environ.get("REDIS_URL") or None
+
+    @property
+    def REDIS_PASSWORD(self) -> str | None:  # noqa: N802
+        """The control-plane Redis's password when REDIS_URL carries none (kept apart so that a Secret holds it)."""
+        return os.environ.get("REDIS_PASSWORD") or None
 
     @property
     def REDIS_HOST(self) -> str:  # noqa: N802

@@ -169,9 +169,11 @@ class DataRedisPlane(DataPlane):
         return result
 
     # Payloads ---------------------------------------------------------------------------------------------
-    def new_ref(self, kind: str) -> str:
-        """Return a fresh data-plane key for a payload of `kind` (`rt`, `dur` or `mix`)."""
-        return self.broker.key("pl", kind, f"{self._writer}-{next(self._ids)}")
+    def new_ref(self, kind: str, topic: str = "") -> str:
+        """Return a fresh data-plane key for a payload of `kind` (`rt`, `dur` or `mix`) of `topic`: on a Redis
+        Cluster it carries the topic's hash tag, so that one publisher's payload writes stay on one slot."""
+        owner = self.broker.tag(topic) if topic and self.broker.cluster else ""  # one Redis: names as they were
+        return self.broker.key("pl", kind, f"{owner}{self._writer}-{next(self._ids)}")
 
     def ttl_ms(self, kind: str) -> int:
         """Return how long a fresh payload of `kind` lives at most, in milliseconds."""
@@ -226,7 +228,7 @@ class DataRedisPlane(DataPlane):
         if ref is None:
             return {"d": payload}
         dead = self.dead_copy(ref)
-        copies = self.broker.key("pl", "dead-list", target)
+        copies = self.broker.key("pl", "dead-list", self.broker.tag(target))
 
         def op(c: Any) -> None:
             pipe = c.pipeline(transaction=False)
@@ -256,7 +258,7 @@ class _DualPlacer(Placer):
         plane = self.plane
         if len(payload) < plane.inline_threshold:
             return {"d": payload}
-        ref = plane.new_ref(self.kind)
+        ref = plane.new_ref(self.kind, self.publisher.source)
         expire: list[str] = []
         drop: list[str] = []
         if self.kind == "rt":

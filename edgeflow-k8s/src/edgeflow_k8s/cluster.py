@@ -25,6 +25,11 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "Namespace": ("CoreV1Api", "namespace", False),
     "Service": ("CoreV1Api", "namespaced_service", True),
     "Deployment": ("AppsV1Api", "namespaced_deployment", True),
+    # A rendered Redis Cluster (rediscluster.py) and KEDA's objects (keda.py).
+    "StatefulSet": ("AppsV1Api", "namespaced_stateful_set", True),
+    "Job": ("BatchV1Api", "namespaced_job", True),
+    "TriggerAuthentication": ("CustomObjectsApi", "keda.sh/v1alpha1/triggerauthentications", True),
+    "ScaledObject": ("CustomObjectsApi", "keda.sh/v1alpha1/scaledobjects", True),
 }
 # The hardening's kinds (edgeflow_k8s.security, edgeflow_k8s.availability); the Secret is only created, never applied.
 _KINDS.update(
@@ -34,7 +39,16 @@ _KINDS.update(
         "NetworkPolicy": ("NetworkingV1Api", "namespaced_network_policy", True),
     }
 )
-_PRUNABLE = ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy")
+_PRUNABLE = (
+    "ScaledObject",
+    "TriggerAuthentication",
+    "Deployment",
+    "StatefulSet",
+    "Job",
+    "Service",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+)
 
 
 def kubeconfig_path(explicit: str | None = None) -> Path:
@@ -125,8 +139,15 @@ class Cluster:
         api_name, suffix, _ = _KINDS[kind]
         api = self._api(api_name)
         try:
+            if api_name == "CustomObjectsApi":
+                return _custom_object(api, suffix, verb, args, kwargs)
             return getattr(api, f"{verb}_{suffix}")(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
+            if exc.status == 404 and api_name == "CustomObjectsApi":
+                raise ClusterError(
+                    f"the cluster has no {kind} ({suffix.rsplit('/', 1)[0]}): install KEDA "
+                    "(https://keda.sh/docs/deploy/) for nodes declared with max_replicas"
+                ) from exc
             raise ClusterError(
                 f"the cluster refused to {verb} a {kind}: {exc.status} {exc.reason}: {_message(exc)}"
             ) from exc
@@ -179,7 +200,12 @@ class Cluster:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in keep}
         removed: list[str] = []
         for kind in _PRUNABLE:
-            found = self._call(kind, "list", namespace, label_selector=app_selector(app))
+            try:
+                found = self._call(kind, "list", namespace, label_selector=app_selector(app))
+            except ClusterError:
+                if _KINDS[kind][0] == "CustomObjectsApi":
+                    continue  # no KEDA in this cluster: nothing of it to prune
+                raise
             for item in found.items:
                 if (kind, item.metadata.name) not in wanted:
                     self._call(kind, "delete", item.metadata.name, namespace, propagation_policy="Background")
@@ -326,6 +352,28 @@ class Cluster:
                 self._call("Namespace", "delete", namespace)
                 removed.append(f"namespace/{namespace}")
         return removed
+
+
+class _Listed:
+    """A custom objects list as the typed ones look: `.items`, each with `.metadata.name`."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        from types import SimpleNamespace
+
+        self.items = [SimpleNamespace(metadata=SimpleNamespace(name=i["metadata"]["name"])) for i in raw["items"]]
+
+
+def _custom_object(api: Any, suffix: str, verb: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call CustomObjectsApi for KEDA's resources (`suffix` is `group/version/plural`) as the typed APIs are called."""
+    group, version, plural = suffix.split("/")
+    kwargs.pop("propagation_policy", None)
+    if verb == "list":
+        (namespace,) = args
+        return _Listed(api.list_namespaced_custom_object(group, version, namespace, plural,
+                                                         _request_timeout=REQUEST_TIMEOUT, **kwargs))  # fmt: skip
+    name, namespace, *body = args
+    method = getattr(api, f"{verb}_namespaced_custom_object")
+    return method(group, version, namespace, plural, name, *body, _request_timeout=REQUEST_TIMEOUT, **kwargs)
 
 
 def _waiting(pod: Any) -> str:

@@ -80,6 +80,10 @@ def _selector(app_name: str | None) -> str:
 @click.option("--insecure-registry", is_flag=True, help="push over plain HTTP / without TLS verification")
 @click.option("--env-secret", default="edgeflow-env", show_default=True, help="Secret whose keys become env vars")
 @click.option("--pull-secret", help="imagePullSecret for a private registry")
+@click.option("--redis-url", help="run on this Redis or Redis Cluster (redis+cluster://h1:p1,...), no password in it")
+@click.option("--redis-cluster", type=click.IntRange(3, 64), help="render a Redis Cluster of N masters with replicas")
+@click.option("--redis-version", type=int, default=7, show_default=True, help="major version of the --redis-url Redis")
+@click.option("--prometheus-url", help="a Prometheus scraping the pods: realtime inputs scale on their offered load")
 @click.option("--dry-run", is_flag=True, help="print the manifests as YAML; build and apply nothing")
 @click.option("--print-dockerfile", is_flag=True, help="print the generated Dockerfile and exit")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="wait for every rollout")
@@ -97,6 +101,10 @@ def deploy_command(
     insecure_registry: bool,
     env_secret: str,
     pull_secret: str | None,
+    redis_url: str | None,
+    redis_cluster: int | None,
+    redis_version: int,
+    prometheus_url: str | None,
     dry_run: bool,
     print_dockerfile: bool,
     wait: bool,
@@ -130,6 +138,8 @@ def deploy_command(
     plan = deployer.plan(
         path, image=image, registry=registry, namespace=namespace, env_secret=env_secret, pull_secret=pull_secret,
         base_image=base_image,
+        redis_url=redis_url, redis_cluster=redis_cluster or 0, redis_version=redis_version,
+        prometheus_url=prometheus_url,
     )  # fmt: skip
     if dry_run:
         click.echo(to_yaml(plan.objects), nl=False)

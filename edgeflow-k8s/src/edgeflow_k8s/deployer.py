@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ __all__ = ["DeployPlan", "KubernetesDeployer", "to_yaml"]
 
 log = logging.getLogger("edgeflow.k8s")
 # Values that must never reach a manifest or a log; the pods read them from a Secret instead.
-SECRET_ENV = ("EDGEFLOW_TOKEN", "REDIS_URL", "DATA_REDIS_URL")
+SECRET_ENV = ("EDGEFLOW_TOKEN", "REDIS_URL", "DATA_REDIS_URL", "REDIS_PASSWORD")
 
 
 def to_yaml(objects: Sequence[dict[str, Any]]) -> str:
@@ -44,6 +44,8 @@ class DeployPlan:
     namespace: str
     image: str
     objects: list[dict[str, Any]] = field(default_factory=list)
+    #: What it was rendered with (with_image renders again with the same).
+    options: RenderOptions | None = None
 
     @property
     def deployments(self) -> list[str]:
@@ -88,11 +90,13 @@ class KubernetesDeployer:
         env_secret: str | None = "edgeflow-env",
         pull_secret: str | None = None,
         base_image: str | None = None,
+        **scale: Any,
     ) -> DeployPlan:
         """Load the app and render its objects; without `image`, name the one a build would push to `registry`.
 
         That image's tag is the content's (`image.content_tag`): the same app, EdgeFlow and base image always give
         the same tag, so two dry runs print the same manifests, and a rebuild of unchanged content changes nothing.
+        `scale`: RenderOptions' redis_url, redis_cluster, redis_version, prometheus_url (docs/scaling.md).
         """
         from edgeflow.loader import load_app
 
@@ -108,8 +112,8 @@ class KubernetesDeployer:
             tag = content_tag(path.parent, dists, base_image or DEFAULT_BASE_IMAGE)
             image = image_ref(registry, k8s_name(app.name, "app"), tag)
             _warn_missing_imports(path, [d.name for d in dists])
-        options = RenderOptions(image, ns, path.name, env_secret, pull_secret)
-        plan = DeployPlan(app, path, ns, image, render(app, options))
+        options = RenderOptions(image, ns, path.name, env_secret, pull_secret, **scale)
+        plan = DeployPlan(app, path, ns, image, render(app, options), options)
         leaked = [k for k in SECRET_ENV if os.environ.get(k)]
         if leaked:
             # Said by name only: the values stay out of logs and manifests.
@@ -125,7 +129,9 @@ class KubernetesDeployer:
     def with_image(self, plan: DeployPlan, image: str, env_secret: str | None, pull_secret: str | None) -> DeployPlan:
         """Return `plan` rendered again for the image that was actually pushed."""
         options = RenderOptions(image, plan.namespace, plan.app_file.name, env_secret, pull_secret)
-        return DeployPlan(plan.app, plan.app_file, plan.namespace, image, render(plan.app, options))
+        if plan.options is not None:
+            options = replace(plan.options, image=image, env_secret=env_secret, pull_secret=pull_secret)
+        return DeployPlan(plan.app, plan.app_file, plan.namespace, image, render(plan.app, options), options)
 
     def apply(
         self,

@@ -12,10 +12,15 @@ from edgeflow.plugins import get_plugin_manager
 
 from .availability import disruption_budgets, with_resources
 from .errors import InvalidNameError
+from .keda import keda_objects
 from .names import check_label_value, k8s_name, k8s_names
 from .probes import gateway_readiness
-from .security import secure
+from .rediscluster import BUS_PORT as CLUSTER_BUS_PORT
+from .rediscluster import CLUSTER_NAME, cluster_objects
+from .rediscluster import PORT as CLUSTER_PORT
+from .security import PASSWORD_KEY, redis_secret_name, secure
 from .telemetry import DEFAULT_PORT as METRICS_PORT
+from .topology import external_target, gateway_env_vars, rendered_target
 
 if TYPE_CHECKING:
     from edgeflow.app import EdgeApp, NodeSpec
@@ -53,6 +58,14 @@ class RenderOptions:
     app_file: str = "main.py"
     env_secret: str | None = None
     pull_secret: str | None = None
+    #: A Redis outside the app (`redis://`, `rediss://`, `redis+cluster://`), no password in it; None: render one.
+    redis_url: str | None = None
+    #: Render a Redis Cluster of this many masters (each with a replica) instead of one Redis; 0: don't.
+    redis_cluster: int = 0
+    #: The major version of an outside Redis (KEDA's lag trigger needs 7).
+    redis_version: int = 7
+    #: A Prometheus that scrapes the pods: nodes with realtime inputs scale on their offered load through it.
+    prometheus_url: str | None = None
 
 
 def app_selector(app_name: str) -> str:
@@ -188,6 +201,17 @@ def _gateway_ports(spec: NodeSpec) -> tuple[int, int, int | None]:
     return tcp, http, node_port
 
 
+def _distinct_node_ports(gateways: dict[str, tuple[int, int, int | None]]) -> None:
+    seen: dict[int, str] = {}
+    for name, (_, _, node_port) in gateways.items():
+        if node_port is not None and node_port in seen:
+            raise ConfigurationError(
+                f"gateways {seen[node_port]!r} and {name!r} both ask for node_port={node_port}: give each its own"
+            )
+        if node_port is not None:
+            seen[node_port] = name
+
+
 def _node(
     app: EdgeApp, spec: NodeSpec, name: str, options: RenderOptions, env: list[dict[str, Any]], app_label: str
 ) -> list[dict[str, Any]]:
@@ -280,19 +304,11 @@ def _node(
     return [_deployment(_meta(name, options.namespace, labels), selector, spec.replicas, pod, annotations), *objects]
 
 
-def _gateway_host(app: EdgeApp, names: dict[str, str]) -> tuple[str, int]:
-    gateways = [s for s in app.nodes.values() if s.type == "gateway"]
-    fed = sorted({ln.target for ln in app.links if ln.transport == "tcp"})
-    if len(fed) > 1:
-        # The core's FrameSender reads one GATEWAY_HOST for every TCP link.
-        raise ConfigurationError(
-            f"TCP links go to {len(fed)} gateways ({', '.join(fed)}), but nodes reach one GATEWAY_HOST; "
-            "deploy one gateway per app, or link the others through Redis"
-        )
-    target = app.nodes[fed[0]] if fed else (gateways[0] if gateways else None)
-    if target is None:
-        return "", GATEWAY_TCP_PORT
-    return names[target.name], int(target.params.get("tcp_port", GATEWAY_TCP_PORT))
+def _password_ref(app: EdgeApp, options: RenderOptions) -> tuple[str, str] | None:
+    """The Secret and key of the control Redis's password: the app's own for a Redis it renders, else the user's."""
+    if options.redis_url:
+        return (options.env_secret, "REDIS_PASSWORD") if options.env_secret else None
+    return redis_secret_name(app.name), PASSWORD_KEY
 
 
 def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
@@ -313,16 +329,23 @@ def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
             f"the broker {type(app.broker).__name__} names no servers to deploy (its broker_services hook answered "
             "nothing); install the plugin that provides it"
         )
+    target = external_target(options.redis_url, options.redis_cluster, namespace, options.redis_version)
+    if target is not None:  # the control plane is a Redis outside the app, or a cluster rendered below
+        services = [s for s in services if s.role != "control"]
     service_names = [k8s_name(s.name, "broker service") for s in services]
     gateway_services = [f"{k8s_name(s.name)}-http" for s in app.nodes.values() if s.type == "gateway"]
     names = k8s_names(app.nodes, reserved=[*service_names, *gateway_services])
-    gateway_host, gateway_port = _gateway_host(app, names)
+    gateways = {s.name: _gateway_ports(s) for s in app.nodes.values() if s.type == "gateway"}
+    _distinct_node_ports(gateways)
 
     env: list[dict[str, Any]] = []
     for svc, svc_name in zip(services, service_names, strict=True):
         env += [_env(svc.host_env, svc_name), _env(svc.port_env, svc.port)]
-    if gateway_host:
-        env += [_env("GATEWAY_HOST", gateway_host), _env("GATEWAY_TCP_PORT", gateway_port)]
+    if target is not None:
+        env.append(_env("REDIS_URL", target.url))
+        if target.tls:
+            env.append(_env("REDIS_TLS", "enable"))  # for KEDA's TriggerAuthentication (keda.py)
+    env += gateway_env_vars(app, names, {name: tcp for name, (tcp, _, _) in gateways.items()})
     env.append(_env("PYTHONUNBUFFERED", "1"))
 
     ns_labels = {"app.kubernetes.io/managed-by": "edgeflow", APP_LABEL: app_label}
@@ -332,9 +355,24 @@ def render(app: EdgeApp, options: RenderOptions) -> list[dict[str, Any]]:
     for svc in services:
         durable = any(ln.qos == "durable" for ln in app.links)
         objects += _redis(app_label, svc, namespace, durable=durable, budget_mb=durable_budget_mb(app))
+    if options.redis_cluster:
+        labels = {**_labels(app_label, CLUSTER_NAME, "broker"), "edgeflow.io/broker-role": "control"}
+        objects += cluster_objects(
+            options.redis_cluster, namespace, labels, _selector(app_label, CLUSTER_NAME), INFRA_SELECTOR,
+            redis_secret_name(app.name), any(ln.qos == "durable" for ln in app.links), durable_budget_mb(app),
+        )  # fmt: skip
     for spec in app.nodes.values():
         objects += _node(app, spec, names[spec.name], options, env, app_label)
-    # Resources, disruption budgets and the hardening (edgeflow_k8s.availability, edgeflow_k8s.security).
+    if target is None:
+        control = next((s for s in services if s.role == "control"), services[0])
+        target = rendered_target(k8s_name(control.name, "broker service"), control.port, control.image)
+    deployments = {n: o for n in app.nodes for o in objects if o["kind"] == "Deployment" and
+                   o["metadata"]["name"] == names[n]}  # fmt: skip
+    # Resources, disruption budgets, autoscaling and the hardening (availability, keda, security).
     objects = with_resources(app, objects)
     objects += disruption_budgets(objects)
-    return secure(app, objects, services, service_names, app_label)
+    auth = _password_ref(app, options)
+    objects += keda_objects(app, deployments, namespace, ns_labels, target, auth, options.env_secret,
+                            options.prometheus_url)  # fmt: skip
+    ports = [s.port for s in services] + ([CLUSTER_PORT, CLUSTER_BUS_PORT] if options.redis_cluster else [])
+    return secure(app, objects, services, service_names, app_label, ports, control_rendered=not options.redis_url)

@@ -8,7 +8,9 @@
   can't (it is read-only, and root's) and is an error that says how to give it a folder.
 - Redis asks for a password, `requirepass`, from the Secret `<app>-redis-auth` (key `password`), which `edgeflow
   deploy` creates once with a random value and never prints; the pods get it from the same Secret, as REDIS_URL
-  (DATA_REDIS_URL, ...), built by the kubelet from `$(REDIS_PASSWORD)`. The manifests name the Secret only.
+  (DATA_REDIS_URL, ...), built by the kubelet from `$(REDIS_PASSWORD)`. The manifests name the Secret only. A Redis
+  Cluster it renders (`--redis-cluster`) uses the same Secret; a Redis outside the app (`--redis-url`) is the user's,
+  and so is its password (REDIS_PASSWORD in the env Secret).
 - A NetworkPolicy lets only the app's own pods reach its Redis servers (and KEDA's operator, when the app is
   scaled by a KEDA ScaledObject), on their ports; everything else in the cluster is refused.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "PASSWORD_ENV",
     "PASSWORD_KEY",
     "REDIS_USER",
+    "RENDERED_PASSWORD_ENV",
     "network_policy",
     "redis_secret_name",
     "secure",
@@ -42,6 +45,8 @@ NODE_USER = 65532
 REDIS_USER, REDIS_GROUP = 999, 1000
 PASSWORD_KEY = "password"
 PASSWORD_ENV = "REDIS_PASSWORD"
+#: The app's own password when the control Redis is the user's (their REDIS_PASSWORD): for the servers it renders.
+RENDERED_PASSWORD_ENV = "EDGEFLOW_REDIS_AUTH"
 APP_DIR = PurePosixPath("/app")
 TMP_LIMIT = "256Mi"
 KEDA_NAMESPACE = "keda"
@@ -69,8 +74,8 @@ _CONTAINER_CONTEXT: dict[str, Any] = {
 }
 
 
-def _password_env(secret: str) -> dict[str, Any]:
-    return {"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": secret, "key": PASSWORD_KEY}}}
+def _password_env(secret: str, name: str = PASSWORD_ENV) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": PASSWORD_KEY}}}
 
 
 def _url_env(host_env: str) -> str:
@@ -97,11 +102,16 @@ def _sink_folder(app: EdgeApp, node: str) -> PurePosixPath | None:
     return folder
 
 
-def _secure_node(app: EdgeApp, node: str, pod: dict[str, Any], services: list[tuple[ServiceSpec, str]],
-                 secret: str) -> None:  # fmt: skip
-    pod["securityContext"] = _pod_context(NODE_USER, NODE_USER)
-    container = pod["containers"][0]
+def _harden(pod: dict[str, Any], user: int, group: int) -> dict[str, Any]:
+    pod["securityContext"] = _pod_context(user, group)
+    container: dict[str, Any] = pod["containers"][0]
     container["securityContext"] = dict(_CONTAINER_CONTEXT)
+    return container
+
+
+def _secure_node(app: EdgeApp, node: str, pod: dict[str, Any], services: list[tuple[ServiceSpec, str]],
+                 secret: str, password_env: str) -> None:  # fmt: skip
+    container = _harden(pod, NODE_USER, NODE_USER)
     volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_LIMIT}}]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     folder = _sink_folder(app, node)
@@ -112,15 +122,13 @@ def _secure_node(app: EdgeApp, node: str, pod: dict[str, Any], services: list[tu
     container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
     env = container["env"]
     # Defined before the URLs that refer to it: the kubelet expands $(VAR) from the variables above it only.
-    env += [_password_env(secret), {"name": "HOME", "value": "/tmp"}]
+    env += [_password_env(secret, password_env), {"name": "HOME", "value": "/tmp"}]
     for svc, host in services:
-        env.append({"name": _url_env(svc.host_env), "value": f"redis://:$({PASSWORD_ENV})@{host}:{svc.port}/0"})
+        env.append({"name": _url_env(svc.host_env), "value": f"redis://:$({password_env})@{host}:{svc.port}/0"})
 
 
 def _secure_redis(pod: dict[str, Any], secret: str) -> None:
-    pod["securityContext"] = _pod_context(REDIS_USER, REDIS_GROUP)
-    container = pod["containers"][0]
-    container["securityContext"] = dict(_CONTAINER_CONTEXT)
+    container = _harden(pod, REDIS_USER, REDIS_GROUP)
     # redis-cli reads REDISCLI_AUTH: the readiness probe authenticates without the password on a command line.
     container["env"] = [
         *container.get("env", []),
@@ -159,23 +167,33 @@ def network_policy(app_label: str, namespace: str, ports: list[int], keda: bool)
 
 
 def secure(
-    app: EdgeApp, objects: list[dict[str, Any]], services: list[ServiceSpec], service_names: list[str], app_label: str
-) -> list[dict[str, Any]]:
-    """Harden the rendered `objects` in place as the module docstring says; return them with the NetworkPolicy."""
+    app: EdgeApp, objects: list[dict[str, Any]], services: list[ServiceSpec], service_names: list[str], app_label: str,
+    ports: list[int] | None = None, control_rendered: bool = True,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Harden the rendered `objects` in place as the module docstring says; return them with the NetworkPolicy.
+
+    `ports` are the Redis servers' (default: the services'); with `control_rendered` False the control Redis is the
+    user's, and its password (REDIS_PASSWORD) comes from their env Secret, not from the app's own.
+    """
     secret = redis_secret_name(app.name)
     pairs = list(zip(services, service_names, strict=True))
+    password_env = PASSWORD_ENV if control_rendered else RENDERED_PASSWORD_ENV
     namespace = ""
     for obj in objects:
-        if obj["kind"] != "Deployment":
+        if obj["kind"] not in ("Deployment", "StatefulSet", "Job"):
             continue
         namespace = obj["metadata"]["namespace"]
         labels = obj["spec"]["template"]["metadata"]["labels"]
         pod = obj["spec"]["template"]["spec"]
         if labels.get("app.kubernetes.io/component") == "broker":
-            _secure_redis(pod, secret)
+            if obj["kind"] == "Deployment":
+                _secure_redis(pod, secret)
+            else:  # the Redis Cluster's servers and the Job that joins them (rediscluster.py) set their password
+                _harden(pod, REDIS_USER, REDIS_GROUP)
         elif labels.get("edgeflow.io/node") in app.nodes:
-            _secure_node(app, labels["edgeflow.io/node"], pod, pairs, secret)
-    if not services or not namespace:
+            _secure_node(app, labels["edgeflow.io/node"], pod, pairs, secret, password_env)
+    ports = [s.port for s in services] if ports is None else ports
+    if not ports or not namespace:
         return objects
     keda = any(o["kind"] == "ScaledObject" for o in objects)
-    return [*objects, network_policy(app_label, namespace, [s.port for s in services], keda)]
+    return [*objects, network_policy(app_label, namespace, ports, keda)]

@@ -10,6 +10,7 @@ from ..errors import ConfigurationError
 from ..frame import Frame
 from ..nodes import GatewayNode
 from ..tcp import FrameServer
+from .addresses import gateway_addresses
 from .stats import StatsAggregator
 from .workers import Worker
 
@@ -32,8 +33,8 @@ class GatewayWorker(Worker):
         node.aggregator = StatsAggregator(self.ctx.broker, node.graph)
         if not hasattr(node, "interfaces"):
             node.interfaces = []
-        port = int(self.spec.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
-        host = str(self.spec.params.get("tcp_host", "0.0.0.0"))
+        address = gateway_addresses(app)[self.spec.name]
+        host, port = address.bind, address.port
         lock = threading.Lock()
         publishers = app.topics()
         tracer = self.outputs.tracer
@@ -54,7 +55,7 @@ class GatewayWorker(Worker):
         def on_reject(source: str, why: str) -> None:
             self.stats.rejected += 1
 
-        where = "tcp_port of the gateway node" if "tcp_port" in self.spec.params else "GATEWAY_TCP_PORT"
+        where = address.setting
         try:
             server = FrameServer(
                 host,
@@ -75,7 +76,8 @@ class GatewayWorker(Worker):
         self.deliver = on_frame  # producers of this process hand their frames over here, in memory
         server.start()
         node.aggregator.start()
-        self.logger.info("gateway %r receives frames on tcp %s:%d", self.spec.name, host, server.port)
+        self.logger.info("gateway %r receives frames on tcp %s:%d (%s)", self.spec.name, host, server.port,
+                         address.source)  # fmt: skip
         started = []
         try:
             for interface in node.interfaces:

@@ -14,6 +14,7 @@ from ..errors import BackpressureError, BrokerError
 from ..frame import Frame, decode, encode
 from ..plugins import get_codec
 from ..tcp import FrameSender
+from .addresses import gateway_addresses
 from .outage import Outage
 from .stats import NodeStats
 from .trace import Tracer
@@ -108,11 +109,8 @@ class Outputs:
                     # The gateway runs in this process: frames go to it in memory, without a socket or a copy.
                     self.senders.append(_LocalGateway(here, topic))
                     continue
-                gw = app.nodes[ln.target]
-                port = int(gw.params.get("tcp_port", settings.GATEWAY_TCP_PORT))
-                self.senders.append(
-                    FrameSender(settings.GATEWAY_HOST, port, topic, settings.EDGEFLOW_TOKEN, app=app.name)
-                )
+                gw = gateway_addresses(app)[ln.target]  # several gateways: each its own (addresses.py)
+                self.senders.append(FrameSender(gw.host, gw.port, topic, settings.EDGEFLOW_TOKEN, app=app.name))
 
     def emit(self, frame: Frame) -> bool:
         """Send `frame` on every output link; False when the broker could not take it (counted)."""

@@ -109,22 +109,22 @@ class SharedMemoryPlane(DataPlane):
             self._segments_by_name.clear()
         self._maps.clear()
 
-    # Keys ------------------------------------------------------------------------------------------------
+    # Keys (on a Redis Cluster each carries its topic's hash tag: one slot with the topic's streams) ----------
     def readers_key(self, source: str) -> str:
         """The hash of the hosts whose readers take `source`'s frames."""
-        return self.broker.key("shm", "readers", source)
+        return self.broker.key("shm", "readers", self.broker.tag(source))
 
     def fast_key(self, source: str) -> str:
         """The hash of the replicas that read `source`, and whether each can take frames from a channel."""
-        return self.broker.key("shm", "fast", source)
+        return self.broker.key("shm", "fast", self.broker.tag(source))
 
     def writers_key(self, source: str) -> str:
         """The hash of the live producer replicas of `source`."""
-        return self.broker.key("shm", "writers", source)
+        return self.broker.key("shm", "writers", self.broker.tag(source))
 
     def channel_key(self, source: str) -> str:
         """The Redis key naming the channel through which `source` currently sends (absent: none)."""
-        return self.broker.key("shm", "channel", source)
+        return self.broker.key("shm", "channel", self.broker.tag(source))
 
     # Writing ---------------------------------------------------------------------------------------------
     def segment_for(self, n: int, source: str, links: Sequence[Link]) -> Segment | None:

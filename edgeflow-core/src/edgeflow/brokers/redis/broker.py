@@ -18,7 +18,9 @@ from ...errors import ConfigurationError, FrameError
 from ...frame import decode
 from ...links import QOS_VALUES
 from ..dataplane import DataPlane, Missing
+from .cluster import ClusterScripts, ClusterSendWindow, InOrder, WaitingSendWindow, make_cluster_client
 from .errors import translate
+from .keys import hash_tag, is_cluster_url, pop_url_options
 from .listener import RedisListener
 from .local import LocalHub
 from .packer import ZeroCopyPacker
@@ -27,6 +29,7 @@ from .replay import remove_groups, replay_streams
 from .scripts import Scripts
 from .subscription import DEAD_MAX_LEN, RedisSubscription
 from .tail import TailSubscription
+from .window import SendWindow
 
 if TYPE_CHECKING:
     from ...links import Link
@@ -41,7 +44,11 @@ class RedisBroker(Broker):
 
     Args:
         url: `redis://`, `rediss://` (TLS) or `unix://`, with user and password; default REDIS_URL, or
-            REDIS_HOST and REDIS_PORT.
+            REDIS_HOST and REDIS_PORT. `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://` with TLS) runs on a
+            Redis Cluster (docs/scaling.md).
+        wait_replicas: durable writes count as written once this many replicas have them (WAIT, at most
+            `wait_timeout` seconds, 1 by default; frames confirmed without them are counted and logged); 0 by
+            default. Also URL parameters: `?wait_replicas=1&wait_timeout=0.5`. See docs/scaling.md.
         data_plane: where payloads live (see `edgeflow.brokers.dataplane`); inline in the entries by default.
         local_links: hand realtime frames over in memory to readers in the producer's own process (see
             `edgeflow.brokers.redis.local`); False sends every frame through Redis, as between processes.
@@ -56,6 +63,8 @@ class RedisBroker(Broker):
         *,
         host: str | None = None,
         port: int | None = None,
+        wait_replicas: int | None = None,
+        wait_timeout: float | None = None,
         data_plane: DataPlane | None = None,
         local_links: bool = True,
         **options: Any,
@@ -64,10 +73,12 @@ class RedisBroker(Broker):
         if url is None and (host is not None or port is not None):
             url = f"redis://{host or settings.REDIS_HOST}:{port or settings.REDIS_PORT}/0"
         self._url = url
+        self._wait = (wait_replicas, wait_timeout)
         self._options = options
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis | redis.RedisCluster | None = None
         self._scripts: Scripts | None = None
         self._lock = threading.Lock()
+        self._sharded: bool | None = None
         self.data_plane = data_plane or DataPlane()
         self.data_plane.attach(self)
         #: Realtime links whose readers all run in this process are served in memory (see brokers/redis/local.py).
@@ -108,7 +119,7 @@ class RedisBroker(Broker):
         """The control-plane URL with any password redacted."""
         return redact_url(self.url)
 
-    def make_client(self, url: str) -> redis.Redis:
+    def make_client(self, url: str) -> redis.Redis | redis.RedisCluster:
         """Return a client for the Redis at `url` with the broker's retries, timeouts and packer."""
         backoff = Backoff(0.05, 1.0)
         opts: dict[str, Any] = {
@@ -122,7 +133,12 @@ class RedisBroker(Broker):
             "client_name": f"edgeflow-{self.namespace}"[:60],
             "command_packer": ZeroCopyPacker(),
         }
+        if settings.REDIS_PASSWORD and url == self.url:
+            opts["password"] = settings.REDIS_PASSWORD  # a password in the URL still wins
         opts.update(self._options)
+        url, _ = pop_url_options(url)
+        if is_cluster_url(url):
+            return make_cluster_client(url, opts)
         try:
             return redis.Redis.from_url(url, **opts)
         except ValueError as exc:
@@ -141,7 +157,7 @@ class RedisBroker(Broker):
     def scripts(self) -> Scripts:
         """The broker's Lua scripts, registered on its client."""
         if self._scripts is None:
-            self._scripts = Scripts(self.client)
+            self._scripts = (ClusterScripts if self.cluster else Scripts)(self.client)
         return self._scripts
 
     def connect(self) -> None:
@@ -159,7 +175,8 @@ class RedisBroker(Broker):
         self.data_plane.close()
         if self._client is not None:
             self._client.close()
-            self._client.connection_pool.disconnect()
+            if isinstance(self._client, redis.Redis):  # a cluster client closed every node's pool
+                self._client.connection_pool.disconnect()
             self._client = None
             self._scripts = None
 
@@ -177,19 +194,20 @@ class RedisBroker(Broker):
 
     def stream_key(self, topic: str, qos: str = "realtime", variant: str = "") -> str:
         """Return the stream that carries `topic`'s frames on links of `qos` (encoded as `variant`, if any)."""
-        return self.key("rt" if qos == "realtime" else "dur", f"{topic}~{variant}" if variant else topic)
+        owner = self.tag(topic)
+        return self.key("rt" if qos == "realtime" else "dur", f"{owner}~{variant}" if variant else owner)
 
     def dead_key(self, target: str) -> str:
         """Return the dead-letter stream of the node `target`."""
-        return self.key("dead", target)
+        return self.key("dead", self.tag(target))
 
     def replay_key(self, target: str) -> str:
         """Return the stream from which `target` takes replayed dead letters."""
-        return self.key("replay", target)
+        return self.key("replay", self.tag(target))
 
     def seen_key(self, topic: str, group: str) -> str:
         """Return the hash where `group`'s skip accounting of `topic` lives."""
-        return self.key("seen", topic, group)
+        return self.key("seen", self.tag(topic), group)
 
     # Frames -----------------------------------------------------------------------------------------------
     def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
@@ -312,10 +330,69 @@ class RedisBroker(Broker):
     def emit(self, channel: str, message: bytes) -> None:
         """Publish `message` on the app's channel `channel`."""
         try:
-            self.client.publish(self.key("ch", channel), message)
+            (self.client.spublish if self.sharded_pubsub else self.client.publish)(self.key("ch", channel), message)
         except redis.RedisError as exc:
             raise translate(exc, self.display_url) from exc
 
     def listen(self, channel: str) -> Listener:
         """Subscribe to the app's channel `channel`."""
         return RedisListener(self, self.key("ch", channel))
+
+    # Scale ------------------------------------------------------------------------------------------------------
+    @property
+    def cluster(self) -> bool:
+        """True when the broker runs on a Redis Cluster (`redis+cluster://`)."""
+        return is_cluster_url(self.url)
+
+    def tag(self, owner: str) -> str:
+        """Return `owner` (a topic, or a target node) as key names carry it: on a cluster, in a hash tag, so that
+        every key of one topic lives on one slot (keys.py); on one Redis, as it is."""
+        return hash_tag(self.namespace, owner) if self.cluster else owner
+
+    @property
+    def wait_replicas(self) -> tuple[int, int]:
+        """(replicas, timeout in ms) that durable writes wait for (WAIT): the constructor's, else the URL's."""
+        replicas, timeout = self._wait
+        _, query = pop_url_options(self.url)
+        try:
+            n = int(replicas if replicas is not None else query.get("wait_replicas", 0))
+            seconds = float(timeout if timeout is not None else query.get("wait_timeout", 1.0))
+        except ValueError as exc:
+            raise ConfigurationError(f"wait_replicas / wait_timeout of {self.display_url}: {exc}") from exc
+        limit = float(self._options.get("socket_timeout") or 5.0)  # a WAIT's reply must come before the socket's
+        if n < 0 or not 0 < seconds < limit:
+            raise ConfigurationError(
+                f"wait_replicas must be >= 0 and wait_timeout above 0 and below the socket timeout ({limit:g} s), "
+                f"got {n} and {seconds} ({self.display_url})"
+            )
+        return n, max(1, int(seconds * 1000))
+
+    def send_window(self, name: str, key: str) -> SendWindow:
+        """Return the send window a publisher of `key`'s topic writes through (on a cluster: to its slot's node)."""
+        replicas, timeout_ms = self.wait_replicas
+        if self.cluster:
+            return ClusterSendWindow(self.client, name, key, replicas, timeout_ms)
+        if replicas:
+            return WaitingSendWindow(self.client, name, replicas, timeout_ms)
+        return SendWindow(self.client, name)
+
+    def in_order(self) -> Any:
+        """Commands that must all happen, in order: one MULTI on one Redis; on a cluster, where their keys live
+        on different slots, one after another (`cluster.InOrder`)."""
+        return InOrder(self.client) if self.cluster else self.client.pipeline(transaction=True)
+
+    @property
+    def sharded_pubsub(self) -> bool:
+        """True on a cluster of Redis 7 or newer: the control plane's channels are sharded (SPUBLISH), carried by
+        the shard of the channel's slot alone; plain PUBLISH would be copied to every node of the cluster."""
+        if self._sharded is None:
+            if not self.cluster:
+                self._sharded = False
+            else:
+                try:
+                    info = self.client.info("server", target_nodes=self.client.get_random_node())
+                    version = str(info.get("redis_version", "0"))
+                except redis.RedisError as exc:
+                    raise translate(exc, self.display_url) from exc
+                self._sharded = int(version.split(".")[0]) >= 7
+        return self._sharded

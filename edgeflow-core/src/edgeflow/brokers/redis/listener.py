@@ -30,8 +30,11 @@ class RedisListener(Listener):
         try:
             if self._pubsub is None:
                 self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
-                self._pubsub.subscribe(self.channel)
-            msg = self._pubsub.get_message(timeout=timeout)
+                (self._pubsub.ssubscribe if self.broker.sharded_pubsub else self._pubsub.subscribe)(self.channel)
+            if self.broker.sharded_pubsub:  # a cluster's sharded channel (RedisBroker.sharded_pubsub)
+                msg = self._pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=timeout)
+            else:
+                msg = self._pubsub.get_message(timeout=timeout)
         except (redis.RedisError, OSError) as exc:
             self._drop()
             raise translate(exc, self.broker.display_url) from exc
@@ -41,7 +44,7 @@ class RedisListener(Listener):
                 f"the control-plane connection to {self.broker.display_url} was closed: {exc!r}",
                 url=self.broker.display_url,
             ) from exc
-        if msg is None or msg.get("type") != "message":
+        if msg is None or msg.get("type") not in ("message", "smessage"):
             return None
         data = msg["data"]
         return bytes(data) if not isinstance(data, bytes) else data

@@ -15,7 +15,6 @@ from ...broker import Publisher
 from ...errors import BackpressureError, BrokerError, ConfigurationError
 from ...frame import Buffer, Frame, encode
 from .errors import translate
-from .window import SendWindow
 
 if TYPE_CHECKING:
     from ...links import Link
@@ -65,7 +64,7 @@ class RedisPublisher(Publisher):
         self._dur_sizes: deque[int] = deque()
         self._dur_bytes = 0
         self._since_trim = self._bytes_since_trim = 0
-        self._window = SendWindow(broker.client, source)
+        self._window = broker.send_window(source, self.rt_key or self.dur_key or source)
         self._placer = broker.data_plane.placer(self)
         # A frame whose write failed, and its entry fields: the runner retries with the same encoding, and its
         # payload is not placed twice.

@@ -15,6 +15,8 @@ from ...frame import decode, peek
 from ...names import safe
 from ..dataplane import Fields, Missing
 from .errors import translate
+from .handover import CLAIM_CHECK, release_pending
+from .slots import SlotReads
 
 if TYPE_CHECKING:
     from ...links import Link
@@ -81,7 +83,7 @@ class RedisSubscription(Subscription):
         self._gap_check: set[tuple[str, bytes]] = set()
         self._notes_due = 0.0
         self._lost_logged = (float("-inf"), 0)
-        self._next_claim = time.monotonic() + (self.claim_after / 2 if durable else float("inf"))
+        self._next_claim = time.monotonic() + (min(self.claim_after / 2, CLAIM_CHECK) if durable else float("inf"))
         # Realtime reads take the newest frame, one at a time; durable reads take what waits, sized by payload and
         # by the time a batch takes to process (a batch that outlasts claim_after would be taken over).
         self._batch = 16 if durable else 1
@@ -90,6 +92,7 @@ class RedisSubscription(Subscription):
         self.keepalive_every = self.claim_after / 3 if durable else float("inf")
         # With only realtime inputs nothing is ever acknowledged: NOACK keeps the pending lists empty.
         self._noack = not durable
+        self._slots = SlotReads(self) if broker.cluster else None  # a cluster: one read per slot (slots.py)
         self._create_groups()
 
     def seen_key(self, topic: str) -> str:
@@ -125,12 +128,12 @@ class RedisSubscription(Subscription):
             held, self._held = self._held, []
             return self._deliver(held)  # raises, keeping them held, while the data plane is still down
         if time.monotonic() >= self._next_claim:
-            self._next_claim = time.monotonic() + max(self.claim_after / 2, 0.05)
+            self._next_claim = time.monotonic() + min(max(self.claim_after / 2, 0.05), CLAIM_CHECK)
             claimed = self._claim()
             if claimed:
                 return claimed
         client: Any = self.broker.client
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False) if self._slots is None else self._slots.pipeline()
         notes: dict[str, list[Any]] = {}
         now = time.monotonic()
         if self._pending_notes and (
@@ -366,7 +369,7 @@ class RedisSubscription(Subscription):
             letter.update(self.broker.data_plane.dead_letter_fields(fields, payload, self.group, keep))
         letter.update({"s": source, "e": error[:2000], "a": entry.attempts, "i": entry.entry_id})
         try:
-            pipe = self.broker.client.pipeline(transaction=True)
+            pipe = self.broker.in_order()  # one MULTI; on a cluster, the letter first, then the acknowledgement
             pipe.xadd(self.broker.dead_key(self.group), letter, maxlen=keep, approximate=False)
             pipe.xack(entry.key, self.group, entry.entry_id)
             pipe.execute()
@@ -379,6 +382,9 @@ class RedisSubscription(Subscription):
 
     def close(self) -> None:
         self.flush()
+        if self._slots is not None:
+            self._slots.close()
+        release_pending(self)  # a replica that stops hands its unacknowledged durable frames to the others
         self.payloads.close()
 
     def flush(self) -> None:

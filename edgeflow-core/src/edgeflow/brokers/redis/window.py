@@ -43,6 +43,7 @@ class SendWindow:
         self.name = name
         self.io = threading.RLock()
         self._conn: Any = None
+        self._pool: Any = None  # the pool _conn came from (on a cluster, that of the slot's master)
         self._outstanding: deque[_Item] = deque()
         self._resend: deque[_Item] = deque()
         self._bytes = 0
@@ -70,7 +71,7 @@ class SendWindow:
 
     def _send(self, commands: list[tuple[Any, ...]], size: int, keep: bool) -> None:
         if self._conn is None:
-            self._conn = self.client.connection_pool.get_connection()
+            self._conn = self._connect()
         conn = self._conn
         # Replies are picked up in bursts: polling the socket costs three system calls, about as much as a
         # small message's own work.
@@ -105,6 +106,11 @@ class SendWindow:
         conn.send_packed_command(packed, check_health=False)
         self._held.clear()
         self._unsent = 0
+
+    def _connect(self) -> Any:
+        """Return the connection this window writes on, from its client's pool."""
+        self._pool = self.client.connection_pool
+        return self._pool.get_connection()
 
     def _flush_held(self) -> None:
         if self._held:
@@ -166,7 +172,7 @@ class SendWindow:
         self._bytes = 0
         if self._conn is not None:
             self._conn.disconnect()
-            self.client.connection_pool.release(self._conn)
+            self._pool.release(self._conn)
             self._conn = None
         return dropped
 
@@ -184,7 +190,7 @@ class SendWindow:
             except (redis.RedisError, OSError):
                 self.failed()
             if self._conn is not None:
-                self.client.connection_pool.release(self._conn)
+                self._pool.release(self._conn)
                 self._conn = None
             self._closing = True
             self._wake.set()
