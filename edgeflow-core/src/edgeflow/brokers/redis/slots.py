@@ -154,11 +154,11 @@ class _SlotPipeline:
         """Queue a command in the cluster pipeline (scripts go this way)."""
         return self._pipe.execute_command(*args, **kwargs)
 
-    def xreadgroup(self, groupname: str, consumername: str, streams: dict[str, str], count: int, block: int,
+    def xreadgroup(self, groupname: str, consumername: str, streams: dict[str, str], count: int, block: int | None,
                    noack: bool) -> _SlotPipeline:  # fmt: skip
         """Queue the subscription's read: side streams when due, then the links' slot if there is one."""
         reads = self._reads
-        self._timeout = block / 1000
+        self._timeout = (block or 0) / 1000  # None: a poll, no BLOCK
         now = time.monotonic()
         if reads.side and now >= reads._side_due:
             reads._side_due = now + SIDE_EVERY
