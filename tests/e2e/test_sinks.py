@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
+from edgeflow import RedisBroker
 from edgeflow.plugins import get_plugin_manager
 from edgeflow.sinks import sink_for
 from edgeflow.testing import wait_for
@@ -55,6 +57,14 @@ def stored_so_far(path: str) -> int:
         return 0
 
 
+def unacknowledged(broker: RedisBroker) -> int:
+    """How many camera frames the store group holds unacknowledged on its durable link."""
+    try:
+        return int(broker.client.xpending(broker.stream_key("camera", "durable"), "store")["pending"])
+    except redis.ResponseError:  # the group is not made yet
+        return 0
+
+
 def checks(env: dict[str, str]) -> dict[int, tuple[str, ...]]:
     return {int(r[1]): tuple(r[2:6]) for r in read_records(env) if r[0] == "check"}
 
@@ -68,18 +78,23 @@ def test_sigkill_of_a_sink_twice_mid_stream_then_a_restart_stores_every_frame_ex
     store = Proc([APP, "--node", "store"], env, tmp_path / "store1.log")
     procs.append(store)
     stores = [store]
+    probe = RedisBroker(env["REDIS_URL"])
+    probe.bind(env["APP_NAME"])
     time.sleep(1.5)
     camera = Proc([APP, "--node", "camera"], env, tmp_path / "camera.log")
     procs.append(camera)
     for n in (2, 3):
-        # Kill it once it stores frames (a slow start on a loaded machine must not make the kill come too early).
+        # Kill it once it stores frames (a slow start on a loaded machine must not make the kill come too early),
+        # while it holds frames it has not acknowledged: mid-batch.
         before = stored_so_far(path)
         assert wait_for(lambda b=before: stored_so_far(path) >= b + 20, timeout=30), store.output()
+        assert wait_for(lambda: unacknowledged(probe) > 0, timeout=10, interval=0.002), store.output()
         store.p.send_signal(signal.SIGKILL)  # mid-batch: written, not committed, not acknowledged
         store.p.wait()
         store = Proc([APP, "--node", "store"], env, tmp_path / f"store{n}.log")
         procs.append(store)
         stores.append(store)
+    probe.close()
     assert camera.p.wait(timeout=30) == 0
     # The frames the killed ones held come again once claim_after passes; the last process stores them.
     assert wait_for(lambda: len(set(stored(path))) >= 300, timeout=40), store.output()

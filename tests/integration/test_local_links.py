@@ -288,3 +288,36 @@ def test_a_producer_that_writes_into_a_frame_it_sent_is_told_what_to_do(
         assert wait_for(lambda: run.stats("src").get("failed", 0) > 0, timeout=10)
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "node 'src': produce() raised" in text and "read-only" in text and "Return a new array" in text
+
+
+@pytest.mark.parametrize("local_links", [True, False], ids=["in-memory", "through-redis"])
+def test_the_producers_of_a_process_start_once_its_readers_take_input(
+    redis_url: str, app_name: str, local_links: bool
+) -> None:
+    """A reader slow to start (a model to load) still gets a short run's first frames: on a realtime link of depth 1
+    a frame produced before its reader subscribed would be skipped."""
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url, local_links=local_links))
+    got: list[int] = []
+
+    @app.node(name="src", type="producer", fps=50)
+    class Src(ProducerNode):
+        def configure(self) -> None:
+            self.i = 0
+
+        def produce(self) -> Any:
+            self.i += 1
+            return {"i": self.i} if self.i <= 20 else None
+
+    @app.node(name="dst", type="sink")
+    class Dst(SinkNode):
+        def configure(self) -> None:
+            time.sleep(1.0)
+
+        def process(self, data: dict[str, int]) -> None:
+            got.append(data["i"])
+
+    app.link("src").to("dst", qos="realtime")
+    with RunningApp(app) as run:
+        assert wait_for(lambda: 20 in got, timeout=15), got
+        summary = run.stop()
+    assert got == list(range(1, 21)), f"the first frames were skipped: {summary['dst']}"

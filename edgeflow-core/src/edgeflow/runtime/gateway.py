@@ -73,7 +73,6 @@ class GatewayWorker(Worker):
                 f"free the port or set {where} to another one"
             ) from exc
         node.intake = server
-        self.deliver = on_frame  # producers of this process hand their frames over here, in memory
         server.start()
         node.aggregator.start()
         self.logger.info("gateway %r receives frames on tcp %s:%d (%s)", self.spec.name, host, server.port,
@@ -83,6 +82,8 @@ class GatewayWorker(Worker):
             for interface in node.interfaces:
                 interface.start()
                 started.append(interface)
+            self.deliver = on_frame  # producers of this process hand their frames over here, in memory
+            self.ready.set()
             self.ctx.stop.wait()
         finally:
             for interface in started:

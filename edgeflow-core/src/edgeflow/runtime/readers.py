@@ -78,6 +78,7 @@ class _ReaderWorker(Worker):
             self.outputs.open()
         self.prepare(node, list(dict.fromkeys(ln.source for ln in links)))
         self.sub = self._subscribe(links)
+        self.ready.set()
         stop = self.ctx.stop
         while not stop.is_set():
             try:

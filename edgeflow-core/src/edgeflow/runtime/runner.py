@@ -32,6 +32,8 @@ __all__ = ["AppLoaded", "loading", "main", "run_app"]
 log = logging.getLogger("edgeflow.runner")
 #: Seconds the nodes get to stop after SIGTERM; the process exits within about STOP_TIMEOUT + 0.5 s.
 STOP_TIMEOUT = 4.0
+#: The longest a process's producers wait for its readers and gateways to take input before they start anyway.
+READY_TIMEOUT = 10.0
 #: Set while `edgeflow.loader.load_app` imports a file: `app.run()` then hands the app back instead of running.
 loading: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeflow_loading", default=False)
 
@@ -231,9 +233,23 @@ def _start(
             ctx.workers.append(w)
             reporter.add(w.stats)
     for w in ctx.workers:
+        if w.spec.type == "producer":
+            _wait_ready([r for r in ctx.workers if r.spec.type != "producer"], stop)
         w.start()
     reporter.start()
     return ctx
+
+
+def _wait_ready(workers: Sequence[Any], stop: threading.Event) -> None:
+    """Wait (at most READY_TIMEOUT) until `workers` take input: a frame produced before its reader subscribed
+    would be skipped on a realtime link, and the first frames of a short run would be lost."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    for w in workers:
+        while not w.ready.wait(0.05) and not stop.is_set():
+            if time.monotonic() >= deadline:
+                log.warning("node %r is not taking input after %.0f s: starting the producers anyway",
+                            w.spec.name, READY_TIMEOUT)  # fmt: skip
+                return
 
 
 def _shut_down(ctx: RunContext | None, broker: Any, server: list[EmbeddedRedis]) -> None:

@@ -95,6 +95,9 @@ class Worker:
         self.node: Node | None = None
         self.thread: threading.Thread | None = None
         self.finished = threading.Event()
+        #: Set once the replica takes input (a reader subscribed, a gateway serving), or once it ended: the runner
+        #: starts a process's producers after its readers, so that the first frames find them.
+        self.ready = threading.Event()
         #: Why the replica can't go on (a mistake in the app, or dying again and again): the runner stops and
         #: raises it, so the process exits non-zero.
         self.fatal: EdgeFlowError | None = None
@@ -157,6 +160,7 @@ class Worker:
             self._teardown()
             # Loggers live as long as the process; the ring keeps its lines for the last report.
             self.logger.removeHandler(self.log_ring)
+            self.ready.set()
             self.finished.set()
 
     def _died(self, exc: Exception) -> bool:

@@ -64,6 +64,7 @@ class LocalHub:
         self._boxes: dict[tuple[str, str, str], _Box] = {}
         self._readers: dict[tuple[str, str, str], set[str]] = {}  # (topic, variant, group) -> local consumers
         self._local: set[tuple[str, str, str]] = set()  # groups their producer currently serves in memory
+        self._producing: dict[tuple[str, str, str], int] = {}  # groups whose producer runs here: how many publishers
 
     def box(self, key: tuple[str, str, str], depth: int) -> _Box:
         """The mailbox of `key`, made on first use."""
@@ -73,6 +74,10 @@ class LocalHub:
                 box = self._boxes[key] = _Box(depth)
             box.depth = max(box.depth, depth)
             return box
+
+    def existing_box(self, key: tuple[str, str, str]) -> _Box | None:
+        """The mailbox of `key` if a reader or producer made it."""
+        return self._boxes.get(key)
 
     def readers_key(self, topic: str, group: str) -> str:
         """The hash where every reader of `topic` in `group` registers (consumer -> expiry)."""
@@ -116,6 +121,16 @@ class LocalHub:
             else:
                 self._local.discard(key)
 
+    def producing(self, key: tuple[str, str, str], change: int = 0) -> bool:
+        """True while a producer of `key` runs in this process (`change` counts one in, +1, or out, -1)."""
+        with self._lock:
+            count = self._producing.get(key, 0) + change
+            if count > 0:
+                self._producing[key] = count
+            else:
+                self._producing.pop(key, None)
+            return count > 0
+
     def served(self, key: tuple[str, str, str]) -> bool:
         """True while the producer of `key` hands its frames over in memory."""
         return key in self._local
@@ -131,6 +146,8 @@ class LocalPublisher(Publisher):
         self.durable = inner.durable
         variant = links[0].variant
         self._groups = {ln.target: (source, variant, ln.target) for ln in links}
+        for key in self._groups.values():
+            hub.producing(key, +1)
         self._depth = {ln.target: ln.depth for ln in links}
         self._local: list[_Box] = []  # the boxes of the groups served in memory
         self._fresh: list[tuple[str, str, str]] = []  # served in memory after this frame went through Redis
@@ -178,6 +195,7 @@ class LocalPublisher(Publisher):
             finally:
                 self.dropped = self.inner.dropped + self.local_dropped
                 self._switch()
+            self._wake_pollers()
         if not boxes:
             return
         header, payload = encoded or encode(frame)
@@ -199,6 +217,16 @@ class LocalPublisher(Publisher):
         if woken:
             time.sleep(0)  # let the reader that waited run now, not at the next switch interval
 
+    def _wake_pollers(self) -> None:
+        """Wake this process's readers that poll Redis for this topic (they wait on their boxes meanwhile)."""
+        for key in self._groups.values():
+            box = self.hub.existing_box(key)
+            if box is not None and box.waiters:
+                with box.lock:
+                    waiters = list(box.waiters)
+                for event in waiters:
+                    event.set()
+
     def _switch(self) -> None:
         """Serve the groups decided for in memory from the next frame on (this one went through Redis)."""
         if not self._fresh:
@@ -212,6 +240,7 @@ class LocalPublisher(Publisher):
     def close(self) -> None:
         for key in self._groups.values():
             self.hub.serve(key, False)
+            self.hub.producing(key, -1)
         self.inner.close()
         self.dropped = self.inner.dropped + self.local_dropped
 
@@ -287,11 +316,13 @@ class LocalSubscription(ForwardingSubscription):
             if got is not None:
                 return [got]
             left = deadline - time.monotonic()
-            if not any(served):
+            if not any(served) and not any(self.hub.producing(key) for key in self._keys):
                 return self.inner.read(max(0.0, left))
             wait = min(left, _DECIDE_EVERY)
             if not all(served):
-                # Some links still come through Redis: look there (without blocking), then wait on the boxes.
+                # Some links still come through Redis: look there (without blocking), then wait on the boxes. A
+                # read that blocked on Redis would miss frames its producer, here, hands over in memory after a
+                # switch until it timed out (and Redis times blocked reads out only every 100 ms).
                 polled = self.inner.read(0)
                 if polled:
                     return polled
