@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = p.parse_args(argv)
 
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, numpy {info['numpy']}, "
           f"{info['redis_server']}, load average {info['loadavg_start']}", flush=True)  # fmt: skip
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_end"] = list(os.getloadavg())
     doc = {
         "quick": args.quick,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": started,
+        "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": info,
         "seconds": timings,
         "results": [{k: _clean(v) for k, v in r.items()} for r in rows],

@@ -26,7 +26,8 @@ def machine_md(doc: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, redis-py "
         f"{m['redis_py']}, {m['redis_server'].split(' sha')[0]}, zenoh {m['zenoh']}, dora-rs {m['dora_rs']}. "
         f"Load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_start'])}; at the end "
-        f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', []))}. Run started {doc['started']}."
+        f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', []))}. Run started {doc['started']}"
+        f"{', ended ' + doc['ended'] if doc.get('ended') else ''}."
     )
 
 
