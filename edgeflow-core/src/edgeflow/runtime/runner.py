@@ -232,11 +232,14 @@ def _start(
             w = make_worker(ctx, spec, i)
             ctx.workers.append(w)
             reporter.add(w.stats)
+    readers = [w for w in ctx.workers if w.spec.type != "producer"]
+    for w in readers:
+        w.start()
+    reporter.start()  # a reader that can't start is reported (restarting, failed) while the producers wait
+    _wait_ready(readers, stop)
     for w in ctx.workers:
         if w.spec.type == "producer":
-            _wait_ready([r for r in ctx.workers if r.spec.type != "producer"], stop)
-        w.start()
-    reporter.start()
+            w.start()
     return ctx
 
 
@@ -245,7 +248,8 @@ def _wait_ready(workers: Sequence[Any], stop: threading.Event) -> None:
     would be skipped on a realtime link, and the first frames of a short run would be lost."""
     deadline = time.monotonic() + READY_TIMEOUT
     for w in workers:
-        while not w.ready.wait(0.05) and not stop.is_set():
+        # A replica that died starting is being restarted with backoff: the producers need not wait for it.
+        while not w.ready.wait(0.05) and not stop.is_set() and not w.stats.extra.get("restarts"):
             if time.monotonic() >= deadline:
                 log.warning("node %r is not taking input after %.0f s: starting the producers anyway",
                             w.spec.name, READY_TIMEOUT)  # fmt: skip
