@@ -321,3 +321,30 @@ def test_the_producers_of_a_process_start_once_its_readers_take_input(
         assert wait_for(lambda: 20 in got, timeout=15), got
         summary = run.stop()
     assert got == list(range(1, 21)), f"the first frames were skipped: {summary['dst']}"
+
+
+def test_a_process_that_runs_one_end_of_a_link_reads_and_writes_it_through_the_broker_alone(
+    redis_url: str, app_name: str
+) -> None:
+    """`python main.py --node dst`: the source runs elsewhere, so nothing of the in-memory hand-over is in the way
+    of the reader's (or, for `--node src`, the writer's) every frame."""
+    from edgeflow.brokers.redis.local import LocalPublisher, LocalSubscription
+
+    link = Link("src", "dst", "realtime")
+    reader = RedisBroker(redis_url)
+    reader.bind(app_name)
+    reader.running_here(["dst"])
+    writer = RedisBroker(redis_url)
+    writer.bind(app_name)
+    writer.running_here(["src"])
+    both = RedisBroker(redis_url)
+    both.bind(app_name)
+    both.running_here(["src", "dst"])
+    try:
+        assert not isinstance(reader.subscribe([link], "c0"), LocalSubscription)
+        assert not isinstance(writer.publisher("src", [link]), LocalPublisher)
+        assert isinstance(both.subscribe([link], "c1"), LocalSubscription)
+        assert isinstance(both.publisher("src", [link]), LocalPublisher)
+    finally:
+        for b in (reader, writer, both):
+            b.close()

@@ -197,6 +197,9 @@ class Broker(ABC):
         """Scope every key and channel of this broker to the app `app_name`."""
         self.namespace = app_name
 
+    def running_here(self, nodes: Sequence[str]) -> None:  # noqa: B027 - a hint most brokers need not take
+        """Hear which nodes of the app this process runs (for shortcuts between them); the default ignores it."""
+
     @property
     @abstractmethod
     def display_url(self) -> str:

@@ -135,10 +135,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
+# One decoder for every frame: json.loads with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _loads(raw: bytes, what: str) -> Any:
     """Parse JSON from the wire: finite numbers only, nested MAX_JSON_DEPTH levels at most."""
     try:
-        obj = json.loads(raw, parse_constant=_no_constant)
+        obj = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) else raw)
     except RecursionError as exc:
         raise FrameError(f"corrupted {what}: nested deeper than {MAX_JSON_DEPTH} levels") from exc
     except (UnicodeDecodeError, ValueError) as exc:

@@ -287,7 +287,7 @@ class SinkWorker(_ReaderWorker):
     def _handle_with_retries(self, node: Node, d: Delivery) -> bool:
         # A full disk is not the frame's fault: it is not retried towards the dead letters but waits, unacknowledged
         # (the producer is held back by its durable link), and is stored once there is room again.
-        backoff = Backoff(0.5, 10.0)
+        backoff: Backoff | None = None  # made only for a full disk: this runs for every frame
         before = node.rollbacks if isinstance(node, SinkNode) else 0
         while True:
             try:
@@ -295,6 +295,7 @@ class SinkWorker(_ReaderWorker):
                 break
             except _DiskFullError as full:
                 self.stats.extra["disk_full"] = self.stats.extra.get("disk_full", 0) + 1
+                backoff = backoff or Backoff(0.5, 10.0)
                 if backoff.failures == 0 or backoff.failures % 10 == 0:
                     self.errors(
                         f"sink {self.spec.name!r}: {full.exc}; frame {d.frame.frame_id} and those after it wait "

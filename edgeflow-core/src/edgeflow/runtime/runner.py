@@ -225,6 +225,7 @@ def _start(
     reporter.exporters = _exporters()
     ctx = RunContext(app, broker, stop, reporter)
     specs: list[NodeSpec] = [app.nodes[n] for n in names]
+    broker.running_here([s.name for s in specs])
     order = {"gateway": 0, "sink": 1, "consumer": 1, "fusion": 1, "producer": 2}
     for spec in sorted(specs, key=lambda s: order[s.type]):
         count = replicas if (replicas and len(specs) == 1) else spec.replicas

@@ -210,6 +210,10 @@ class RedisBroker(Broker):
         return self.key("seen", self.tag(topic), group)
 
     # Frames -----------------------------------------------------------------------------------------------
+    def running_here(self, nodes: Sequence[str]) -> None:
+        """Links whose two ends don't both run in this process are never wrapped for in-memory hand-over."""
+        self.local.nodes_here = (self.local.nodes_here or set()) | set(nodes)  # several runs on one broker add up
+
     def publisher(self, source: str, links: Sequence[Link]) -> Publisher:
         """Return a publisher that writes the topic `source`'s frames to its realtime and durable streams."""
         return self.local.publisher(self.data_plane.publisher(RedisPublisher(self, source, links)), source, links)

@@ -60,6 +60,8 @@ class LocalHub:
         self.broker = broker
         #: False: every link goes through the broker, as between processes (a broker option, and for tests).
         self.enabled = True
+        #: The nodes this process runs, when the runner said (`Broker.running_here`); None: any may be here.
+        self.nodes_here: set[str] | None = None
         self._lock = threading.Lock()
         self._boxes: dict[tuple[str, str, str], _Box] = {}
         self._readers: dict[tuple[str, str, str], set[str]] = {}  # (topic, variant, group) -> local consumers
@@ -90,15 +92,21 @@ class LocalHub:
     # Wiring ----------------------------------------------------------------------------------------------
     def publisher(self, inner: Publisher, source: str, links: Sequence[Link]) -> Publisher:
         """Wrap the publisher of a topic whose links are all realtime; others stay as they are."""
-        if self.enabled and links and all(ln.qos == "realtime" for ln in links):
+        if self._may_serve(links) and any(self._here(ln.target) for ln in links):
             return LocalPublisher(self, inner, source, links)
         return inner
 
     def subscription(self, inner: Subscription, links: Sequence[Link], consumer: str) -> Subscription:
         """Wrap a subscription whose links are all realtime (it may be served in memory); others stay."""
-        if self.enabled and links and all(ln.qos == "realtime" for ln in links):
+        if self._may_serve(links) and any(self._here(ln.source) for ln in links):
             return LocalSubscription(self, inner, list(links), consumer)
         return inner
+
+    def _may_serve(self, links: Sequence[Link]) -> bool:
+        return self.enabled and bool(links) and all(ln.qos == "realtime" for ln in links)
+
+    def _here(self, node: str) -> bool:
+        return self.nodes_here is None or node in self.nodes_here
 
     def joined(self, key: tuple[str, str, str], consumer: str) -> None:
         with self._lock:
@@ -130,6 +138,12 @@ class LocalHub:
             else:
                 self._producing.pop(key, None)
             return count > 0
+
+    def here(self, keys: Sequence[tuple[str, str, str]]) -> bool:
+        """True if a producer of any of `keys` runs in this process or serves it in memory (read without the lock:
+        a producer that starts meanwhile is seen at the next read)."""
+        producing, local = self._producing, self._local
+        return any(key in producing or key in local for key in keys)
 
     def served(self, key: tuple[str, str, str]) -> bool:
         """True while the producer of `key` hands its frames over in memory."""
@@ -299,9 +313,14 @@ class LocalSubscription(ForwardingSubscription):
         return None
 
     def _read(self, timeout: float) -> list[Delivery]:
-        if time.monotonic() - self._registered_at >= _REGISTER_EVERY:
+        now = time.monotonic()
+        if now - self._registered_at >= _REGISTER_EVERY:
             self._register()
-        deadline = time.monotonic() + timeout
+        if not self._drain and not self.hub.here(self._keys) and not any(b.frames for b in self._boxes):
+            # No producer of these links runs in this process: the broker's own read, with nothing around it.
+            self._served = [False] * len(self._keys)  # a producer that comes (back) here switches anew
+            return self.inner.read(timeout)
+        deadline = now + timeout
         while True:
             served = [self.hub.served(key) for key in self._keys]
             if any(s and not was for s, was in zip(served, self._served, strict=True)):
