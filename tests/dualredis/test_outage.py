@@ -100,5 +100,7 @@ def test_durable_frames_survive_the_data_redis_stopping_mid_run(
     assert summary["imu"]["frames_out"] == FRAMES
     outage = [r.getMessage() for r in caplog.records if "broker unreachable" in r.getMessage()]
     assert outage and all("data-plane Redis" in m for m in outage)
-    assert len(outage) == 2, "said once per outage by each node (producer and reader), not once per retry"
+    # The producer always meets the outage; the reader only if it reached for a payload while the data Redis was
+    # down (it may have read everything before and waited on the control Redis meanwhile).
+    assert 1 <= len(outage) <= 2, "said once per outage by each node that met it, not once per retry"
     assert any("reachable again" in r.getMessage() for r in caplog.records)

@@ -5,7 +5,8 @@
 fsyncs the file and records its committed length in `.run.mcap.commit`. Killed mid-file, the sink's next start
 cuts that file back to its last commit and rewrites it as a complete MCAP file (summary and index included);
 the frames after the commit were never acknowledged and come again, and those committed but not yet
-acknowledged are dropped when they come again (`dedupe_window`).
+acknowledged are dropped when they come again (`dedupe_window`: the sink remembers the frames of the file it
+recovers and of the last files of the series, which an earlier process may have committed and not acknowledged).
 """
 
 from __future__ import annotations
@@ -71,9 +72,16 @@ class McapSink(BatchSink):
         self._marker = base.with_name(f".{base.name}.commit")
         if self._lock is None:
             self._lock = lock_path(base.with_name(f".{base.name}.lock"), self.name)
-        if not hasattr(self, "_recent"):
+        fresh = not hasattr(self, "_recent")
+        if fresh:
             self._recent = RecentFrames(self.dedupe_window)
         self._recover()
+        if fresh:
+            # Frames committed by an earlier process and not acknowledged before it died come again; those of a
+            # file that process had already finished are remembered here (the file it left open, by _recover).
+            for file in series(self._base)[-3:]:
+                if is_complete(file):
+                    self._remember(file)
         self._file: IO[bytes] | None = None
         self._writer: Any = None
         self.stats.extra.setdefault("duplicates", 0)
@@ -111,6 +119,22 @@ class McapSink(BatchSink):
                                 "closed it; what came after comes again", self.name, file, kept)  # fmt: skip
         self._marker.unlink(missing_ok=True)
         _fsync_dir(self._marker.parent)
+
+    def _remember(self, file: Path) -> None:
+        """Add the frames of a finished file to the frames recently stored (the dedupe window)."""
+        from mcap.exceptions import McapError
+        from mcap.records import Channel, Message
+        from mcap.stream_reader import StreamReader
+
+        info_channels: set[int] = set()
+        with file.open("rb") as src, contextlib.suppress(McapError, EOFError, ValueError):
+            for record in StreamReader(src).records:
+                if isinstance(record, Channel) and record.metadata.get("edgeflow.kind") == "info":
+                    info_channels.add(record.id)
+                elif isinstance(record, Message) and record.channel_id in info_channels:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        info = json.loads(record.data)
+                        self._recent.add((info["source"], int(info["frame_id"]), float(info["timestamp"])))
 
     def _rewrite(self, file: Path) -> int:
         """Rewrite the records of a cut file into a complete MCAP file in its place; return its frames."""
