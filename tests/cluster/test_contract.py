@@ -17,10 +17,7 @@ from edgeflow.testing.contract import BrokerContract
 def contract_broker(request: pytest.FixtureRequest, redis_cluster: LocalCluster) -> Iterator[RedisBroker]:
     """The contract's broker: the Redis broker on the session's cluster, every frame through Redis."""
     redis_cluster.wait_ok()
-    broker = RedisBroker(redis_cluster.url)
-    local = getattr(broker, "local", None)
-    if local is not None and not getattr(request.cls, "in_process", True):
-        local.enabled = False
+    broker = RedisBroker(redis_cluster.url, local_links=getattr(request.cls, "in_process", True))
     broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
     broker.connect()
     yield broker
@@ -37,10 +34,7 @@ class TestClusterContract(BrokerContract):
 def waiting_broker(redis_cluster: LocalCluster) -> Iterator[RedisBroker]:
     """The broker on the cluster, its durable writes waiting for a replica (WAIT 1)."""
     redis_cluster.wait_ok()
-    broker = RedisBroker(redis_cluster.url + "?wait_replicas=1&wait_timeout=2")
-    local = getattr(broker, "local", None)
-    if local is not None:
-        local.enabled = False
+    broker = RedisBroker(redis_cluster.url + "?wait_replicas=1&wait_timeout=2", local_links=False)
     broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
     broker.connect()
     yield broker
@@ -69,10 +63,7 @@ def shm_cluster_broker(request: pytest.FixtureRequest, redis_cluster: LocalClust
     pm.register(edgeflow_shm.plugin, name="shm")
     redis_cluster.wait_ok()
     opts: dict[str, Any] = {"shm_min_bytes": 0, "shm_local": False} if request.param == "shm" else {}
-    broker = ShmBroker(redis_cluster.url, **opts)
-    local = getattr(broker, "local", None)
-    if local is not None:
-        local.enabled = False
+    broker = ShmBroker(redis_cluster.url, local_links=False, **opts)
     broker.bind(f"contract-{uuid.uuid4().hex[:10]}")
     broker.connect()
     try:

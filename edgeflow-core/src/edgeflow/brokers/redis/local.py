@@ -335,7 +335,7 @@ class LocalSubscription(ForwardingSubscription):
             if got is not None:
                 return [got]
             left = deadline - time.monotonic()
-            if not any(served) and not any(self.hub.producing(key) for key in self._keys):
+            if not self.hub.here(self._keys):
                 return self.inner.read(max(0.0, left))
             wait = min(left, _DECIDE_EVERY)
             if not all(served):
