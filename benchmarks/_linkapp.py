@@ -1,4 +1,5 @@
-"""The EdgeFlow app behind the link cases: one producer linked to one sink, and the process that runs its nodes."""
+"""The EdgeFlow app behind the link cases: one producer linked to one sink (or a gateway), and the process that
+runs its nodes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 
-from edgeflow import Broker, EdgeApp, Frame, ProducerNode, RedisBroker, SinkNode
+from edgeflow import Broker, EdgeApp, Frame, GatewayNode, ProducerNode, RedisBroker, SinkNode
 from edgeflow.runtime.runner import run_app
 
 from ._harness import CpuClock, Recorder, announce
@@ -22,11 +24,11 @@ DURABLE_FRAME_MAX_LEN = 64
 
 
 def make_broker(kind: str, url: str) -> Broker:
-    """Return the broker `kind` ("redis" or "shm") at `url`."""
-    if kind == "shm":
+    """Return the broker `kind` ("redis", "shm", or "shm-tcpgw": shm with gateways on TCP) at `url`."""
+    if kind in ("shm", "shm-tcpgw"):
         from edgeflow_shm import ShmBroker
 
-        return ShmBroker(url)
+        return ShmBroker(url, shm_gateway=kind == "shm")
     return RedisBroker(url)
 
 
@@ -41,9 +43,18 @@ class _State:
 
 
 def build(
-    state: _State, name: str, broker: Broker, size: int, rate: float | None, qos: str, duration: float, max_frames: int
+    state: _State,
+    name: str,
+    broker: Broker,
+    size: int,
+    rate: float | None,
+    qos: str,
+    duration: float,
+    max_frames: int,
+    into: str = "sink",
 ) -> EdgeApp:
-    """Return the app: `src` (producer at `rate`, None = unthrottled) -> `dst` (sink) over a `qos` link."""
+    """Return the app: `src` (producer at `rate`, None = unthrottled) -> `dst` (a sink over a `qos` link, or a
+    gateway when `into` is "gateway")."""
     app = EdgeApp(name, broker=broker)
 
     @app.node(name="src", type="producer", fps=rate)
@@ -70,6 +81,19 @@ def build(
             self.n += 1
             state.sent = self.n
             return Frame(self.n, now, {}, self.data)
+
+    if into == "gateway":
+
+        @app.node(name="dst", type="gateway")
+        class Gw(GatewayNode):
+            def on_frame(self, topic: str, frame: Frame) -> None:
+                if frame.meta.get("end"):
+                    state.stop.set()
+                    return
+                state.rec.hit(frame.timestamp)
+
+        app.link("src").to("dst")
+        return app
 
     @app.node(name="dst", type="sink")
     class Dst(SinkNode):
@@ -112,14 +136,19 @@ def node_proc(
     max_frames: int,
     nodes: list[str],
     deadline: float,
+    into: str = "sink",
+    warmup: float | None = None,
 ) -> None:
-    """Run `nodes` of the link app in this process; a sink announces READY once its group exists."""
+    """Run `nodes` of the link app in this process; a sink announces READY once its group exists, a gateway once
+    it listens. `warmup`: seconds the receiver leaves out before it measures (the Recorder's default if None)."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     state = _State()
+    if warmup is not None:
+        state.rec.warmup = warmup
     b = make_broker(broker, url)
-    app = build(state, app_name, b, size, rate, qos, duration, max_frames)
+    app = build(state, app_name, b, size, rate, qos, duration, max_frames, into)
     timer = threading.Timer(deadline, state.stop.set)
     timer.daemon = True
     timer.start()
@@ -130,7 +159,14 @@ def node_proc(
 
     t = threading.Thread(target=target, daemon=True)
     t.start()
-    if "dst" in nodes:
+    if "dst" in nodes and into == "gateway":
+        end = time.monotonic() + 20
+        me = psutil.Process()
+        while time.monotonic() < end and not any(c.status == psutil.CONN_LISTEN for c in me.net_connections("tcp")):
+            time.sleep(0.01)
+        time.sleep(0.2)  # its feed registers right after the intake listens
+        announce("READY", {})
+    elif "dst" in nodes:
         probe = make_broker(broker, url)
         probe.bind(app_name)
         end = time.monotonic() + 20

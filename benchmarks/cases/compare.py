@@ -80,6 +80,8 @@ class Workload:
     contenders: list[Contender]
     ratios: list[tuple[str, str]]
     targets: list[Target]
+    #: Further metrics of the contenders' rows reported as medians over the rounds (e.g. CPU per frame).
+    medians: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -202,6 +204,10 @@ def _compare(wl: Workload, mode: str, rounds: int, cfg: Settings, server: Any) -
         out.append(row(case, name, "rate", _median(rates[name]), "msg/s", note))
         out.append(row(case, name, "p50_ms", _median(p50), "ms", f"runs {[round(x, 3) for x in p50]}"))
         out.append(row(case, name, "p99_ms", _median([_value(rows, "p99_ms") for rows in runs]), "ms"))
+        for metric in wl.medians:
+            values = [_value(rows, metric) for rows in runs]
+            unit = next((x["unit"] for x in runs[0] if x["metric"] == metric), "")
+            out.append(row(case, name, metric, _median(values), unit, f"runs {[round(x, 1) for x in values]}"))
     for name, versus in wl.ratios:
         if name not in rates or versus not in rates:
             continue

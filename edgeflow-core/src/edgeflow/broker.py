@@ -22,6 +22,7 @@ __all__ = [
     "Broker",
     "Delivery",
     "ForwardingSubscription",
+    "GatewayPath",
     "Listener",
     "Publisher",
     "ServiceSpec",
@@ -162,6 +163,25 @@ class ForwardingSubscription(Subscription):
         self._count()
 
 
+class GatewayPath(ABC):
+    """A broker's own way of handing one source's frames to a gateway on the producer's host, in place of TCP.
+
+    The producer still holds a TCP sender for the same gateway: a frame this path does not take goes over TCP, so
+    a gateway elsewhere (or one that left) keeps getting frames. A path never takes a frame and sends it nowhere
+    unless it counts it in `dropped`.
+    """
+
+    #: Frames the path took and then dropped by design (no free slot, a gateway that left with frames unread).
+    dropped: int = 0
+
+    @abstractmethod
+    def send(self, frame: Frame, encoded: tuple[bytes, Buffer]) -> bool:
+        """Hand `frame` to the gateway; False when this path can't take it now (the caller sends it over TCP)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for paths that hold nothing
+        """Release what the path holds."""
+
+
 class Listener(ABC):
     """Receives control-plane messages on a channel."""
 
@@ -224,6 +244,14 @@ class Broker(ABC):
     @abstractmethod
     def subscribe(self, links: Sequence[Link], consumer: str) -> Subscription:
         """Read the frames of the `links` into one target node, as `consumer` (one replica of it)."""
+
+    def gateway_path(self, source: str, link: Link) -> GatewayPath | None:
+        """A path for `source`'s frames to `link`'s gateway that is cheaper than TCP on one host; None keeps TCP."""
+        return None
+
+    def gateway_feed(self, link: Link, consumer: str) -> Subscription | None:
+        """The gateway's end of `gateway_path`: `link`'s frames from producers on this host; None: TCP only."""
+        return None
 
     @abstractmethod
     def emit(self, channel: str, message: bytes) -> None:

@@ -71,6 +71,7 @@ class FrameSender:
         self.dropped = 0
         self.sent = 0
         self._outbox: deque[list[memoryview | bytes | bytearray]] = deque()
+        self._in_flight = False
         self._limit = outbox
         self._cond = threading.Condition()
         self._closed = False
@@ -87,6 +88,10 @@ class FrameSender:
                 self.dropped += 1
             self._outbox.append(message)
             self._cond.notify()
+        # Let the sender thread run now: a producer that never blocks would otherwise hold the GIL until the next
+        # switch interval, and the gateway would get one frame per 5 ms (181/s of 921,600 B measured, 0.6% of
+        # the channel's rate on the same host).
+        time.sleep(0)
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=3.0)
@@ -115,6 +120,7 @@ class FrameSender:
                 if self._closed and not self._outbox:
                     break
                 # Taken out while it is sent, so that send() can't count it dropped and have it arrive too.
+                self._in_flight = True  # before the outbox looks empty: idle() reads both without the lock
                 message = self._outbox.popleft()
             try:
                 if sock is None:
@@ -126,8 +132,10 @@ class FrameSender:
                 # Its trace's last stamp becomes the time it really goes on the wire, after the outbox.
                 self._send_all(sock, [message[0], restamp(message[1], SENT, time.time()), *message[2:]])
                 self.sent += 1
+                self._in_flight = False
             except OSError as exc:
                 with self._cond:
+                    self._in_flight = False
                     if len(self._outbox) < self._limit:
                         self._outbox.appendleft(message)  # sent again, whole, on the next connection
                     else:
@@ -150,6 +158,16 @@ class FrameSender:
                     self._cond.wait(backoff.failed())
         if sock is not None:
             sock.close()
+
+    def discard(self, wait: float = 0.05) -> None:
+        """Drop the queued frames (counted) and wait up to `wait` s for the one being sent: another way takes the
+        next frames, and these older ones must not arrive after them."""
+        with self._cond:
+            self.dropped += len(self._outbox)
+            self._outbox.clear()
+        deadline = time.monotonic() + wait
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     @staticmethod
     def _send_all(sock: socket.socket, message: list[memoryview | bytes | bytearray]) -> None:

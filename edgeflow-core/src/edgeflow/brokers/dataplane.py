@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..frame import Buffer
 
 if TYPE_CHECKING:
-    from ..broker import Publisher, Subscription
+    from ..broker import GatewayPath, Publisher, Subscription
     from ..links import Link
     from .redis.broker import RedisBroker
     from .redis.publisher import RedisPublisher
@@ -130,6 +130,14 @@ class DataPlane:
     def subscription(self, make: Callable[[], RedisSubscription], links: Sequence[Link], consumer: str) -> Subscription:
         """Return the subscription the broker hands out; `make()` builds the Redis one (a plane may wrap it)."""
         return make()
+
+    def gateway_path(self, source: str, link: Link) -> GatewayPath | None:
+        """Return a path to `link`'s gateway that skips TCP on this host, or None (the default: TCP)."""
+        return None
+
+    def gateway_feed(self, link: Link, consumer: str) -> Subscription | None:
+        """Return the gateway's end of `gateway_path`, or None (the default: the gateway takes TCP only)."""
+        return None
 
 
 InlinePlane = DataPlane

@@ -1,10 +1,13 @@
-"""The gateway's loop: frames in over TCP, handed to the interfaces; the pipeline's statistics gathered."""
+"""The gateway's loop: frames in over TCP (or the broker's same-host feed), handed to the interfaces; the
+pipeline's statistics gathered."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
+from ..backoff import Backoff
+from ..broker import Subscription
 from ..config import settings
 from ..errors import ConfigurationError
 from ..frame import Frame
@@ -22,6 +25,7 @@ class GatewayWorker(Worker):
 
     #: Set once the gateway takes frames: how producers in this process hand theirs over without a socket.
     deliver: Callable[[str, Frame], None] | None = None
+    _feeds: list[Subscription] = []  # noqa: RUF012 - replaced per run, never mutated in place
 
     def run(self) -> None:
         self.deliver = None
@@ -52,8 +56,11 @@ class GatewayWorker(Worker):
                     f"gateway {self.spec.name!r}: on_frame failed for {topic!r} frame {frame.frame_id}: {exc}", exc
                 )
 
+        self.tcp_rejected = 0
+
         def on_reject(source: str, why: str) -> None:
-            self.stats.rejected += 1
+            self.tcp_rejected += 1
+            self.stats.rejected = self.tcp_rejected + sum(f.rejected for f in self._feeds)
 
         where = address.setting
         try:
@@ -74,6 +81,7 @@ class GatewayWorker(Worker):
             ) from exc
         node.intake = server
         server.start()
+        feeds = self._open_feeds(on_frame)
         node.aggregator.start()
         self.logger.info("gateway %r receives frames on tcp %s:%d (%s)", self.spec.name, host, server.port,
                          address.source)  # fmt: skip
@@ -93,4 +101,40 @@ class GatewayWorker(Worker):
                     self.errors(f"gateway {self.spec.name!r}: stopping {interface!r} failed: {exc}", exc)
             self.deliver = None
             server.stop()
+            for feed, thread in feeds:
+                thread.join(2.0)
+                feed.close()
             node.aggregator.stop()
+
+    def _open_feeds(self, on_frame: Callable[[str, Frame], None]) -> list[tuple[Subscription, threading.Thread]]:
+        """Ask the broker for a same-host feed of each link into this gateway; each is read on its own thread."""
+        feeds = []
+        for ln in self.ctx.app.links_into(self.spec.name):
+            feed = self.ctx.broker.gateway_feed(ln, self.consumer_name)
+            if feed is None:
+                continue
+            thread = threading.Thread(target=self._read_feed, args=(feed, ln.topic, on_frame),
+                                      name=f"edgeflow-feed-{ln.topic}", daemon=True)  # fmt: skip
+            thread.start()
+            feeds.append((feed, thread))
+        self._feeds = [feed for feed, _ in feeds]
+        return feeds
+
+    def input_dropped(self) -> int:
+        return sum(feed.skipped for feed in self._feeds)
+
+    def input_drop_reasons(self) -> dict[str, int]:
+        return {"stale": self.input_dropped()} if self._feeds else {}
+
+    def _read_feed(self, feed: Subscription, topic: str, on_frame: Callable[[str, Frame], None]) -> None:
+        """Hand a feed's frames to the interfaces until the run stops; a failing read is reported and retried."""
+        backoff = Backoff(0.1, 2.0)
+        while not self.ctx.stop.is_set():
+            try:
+                for delivery in feed.read(0.25):
+                    on_frame(topic, delivery.frame)
+                backoff.reset()
+                self.stats.rejected = self.tcp_rejected + sum(f.rejected for f in self._feeds)
+            except Exception as exc:
+                self.errors(f"gateway {self.spec.name!r}: reading {topic!r} from the broker's feed failed: {exc}", exc)
+                self.ctx.stop.wait(backoff.failed())

@@ -21,7 +21,7 @@ from .trace import Tracer
 
 if TYPE_CHECKING:
     from ..app import NodeSpec
-    from ..broker import Publisher
+    from ..broker import GatewayPath, Publisher
     from ..links import Link
     from .workers import RunContext
 
@@ -54,6 +54,35 @@ class _LocalGateway:
         """Nothing is queued."""
 
 
+class _ViaBroker:
+    """A gateway link whose frames the broker hands over on this host (`GatewayPath`), and over TCP otherwise."""
+
+    def __init__(self, path: GatewayPath, tcp: FrameSender) -> None:
+        self.path = path
+        self.tcp = tcp
+        self.via_path = False
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped by design on either way (counted by each)."""
+        return self.path.dropped + self.tcp.dropped
+
+    def send(self, frame: Frame, encoded: tuple[bytes, Any] | None = None) -> None:
+        raw = encoded or encode(frame)
+        if self.path.send(frame, raw):
+            if not self.via_path:
+                # Newest wins: frames still queued for TCP are older than this one and must not arrive after it.
+                self.via_path = True
+                self.tcp.discard()
+            return
+        self.via_path = False
+        self.tcp.send(frame, raw)
+
+    def close(self, timeout: float = 0.0) -> None:
+        self.path.close()
+        self.tcp.close(timeout)
+
+
 class Outputs:
     """Fans a node's frames out: each encoding is made once per frame, for all the links that asked for it."""
 
@@ -74,7 +103,7 @@ class Outputs:
         self.outage = outage
         # (codec or None for raw, its parameters, the publisher of that encoding)
         self.publishers: list[tuple[Any, dict[str, Any], Publisher]] = []
-        self.senders: list[FrameSender | _LocalGateway] = []
+        self.senders: list[FrameSender | _LocalGateway | _ViaBroker] = []
         self.outage_dropped = 0
         self.backpressure_since: float | None = None
         self.tracer = Tracer(ctx.app, spec.name, stats)
@@ -110,7 +139,9 @@ class Outputs:
                     self.senders.append(_LocalGateway(here, topic))
                     continue
                 gw = gateway_addresses(app)[ln.target]  # several gateways: each its own (addresses.py)
-                self.senders.append(FrameSender(gw.host, gw.port, topic, settings.EDGEFLOW_TOKEN, app=app.name))
+                tcp = FrameSender(gw.host, gw.port, topic, settings.EDGEFLOW_TOKEN, app=app.name)
+                path = self.ctx.broker.gateway_path(topic, ln)  # e.g. shared memory when the gateway is on this host
+                self.senders.append(tcp if path is None else _ViaBroker(path, tcp))
 
     def emit(self, frame: Frame) -> bool:
         """Send `frame` on every output link; False when the broker could not take it (counted)."""

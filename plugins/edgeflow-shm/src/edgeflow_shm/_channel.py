@@ -183,6 +183,12 @@ class ChannelWriter:
         groups = self._groups()
         return all(groups.get(_group_key(t), 0) >= seq for t in targets)
 
+    def unread(self, target: str, seq: int) -> int:
+        """How many of the frames up to `seq` since the channel's `begin` the group `target` never took."""
+        base = int(_U64.unpack_from(self.mm, _BASE)[0])
+        cursor = self._groups().get(_group_key(target), 0)
+        return max(0, seq - max(cursor, base - 1))
+
     def close(self) -> None:
         """Tell readers to leave, then remove the file."""
         with contextlib.suppress(ValueError):
@@ -200,9 +206,9 @@ class ChannelReader:
         assert futex_available() and _futex is not None
         self._futex = _futex
         self.name = name
+        fd = open_shm(name, os.O_RDWR)  # first: it refuses any name that is not an EdgeFlow file's
         m = name.split("-")
         self.owner = (int(m[-3]), int(m[-2]))
-        fd = open_shm(name, os.O_RDWR)
         try:
             if os.fstat(fd).st_size != CHANNEL_SIZE:
                 raise OSError(f"{name} is not a channel file")

@@ -16,8 +16,8 @@ __all__ = ["ShmBroker"]
 class ShmBroker(RedisBroker):
     """RedisBroker with payloads in shared memory: `ShmBroker(url, shm_slots=64, shm_min_bytes=65536)`.
 
-    The keyword arguments of `SharedMemoryPlane` (shm_min_bytes, shm_slots, shm_max_bytes, shm_local) choose its
-    data plane; the rest go to RedisBroker.
+    The keyword arguments of `SharedMemoryPlane` (shm_min_bytes, shm_slots, shm_max_bytes, shm_local,
+    shm_gateway) choose its data plane; the rest go to RedisBroker.
     """
 
     name = "shm"
@@ -31,10 +31,15 @@ class ShmBroker(RedisBroker):
         shm_slots: int = 8,
         shm_max_bytes: int = 256 << 20,
         shm_local: bool = True,
+        shm_gateway: bool = True,
         **options: Any,
     ) -> None:
         plane = SharedMemoryPlane(
-            shm_min_bytes=shm_min_bytes, shm_slots=shm_slots, shm_max_bytes=shm_max_bytes, shm_local=shm_local
+            shm_min_bytes=shm_min_bytes,
+            shm_slots=shm_slots,
+            shm_max_bytes=shm_max_bytes,
+            shm_local=shm_local,
+            shm_gateway=shm_gateway,
         )
         super().__init__(url, data_plane=plane, **options)
 

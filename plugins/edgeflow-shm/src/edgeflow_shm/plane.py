@@ -9,7 +9,8 @@ the payload (`d`, as the plain broker does) only while a target group is unregis
 another host. The reader picks the copy from the host id in the entry.
 
 Realtime links whose readers are all on the producer's host go one step further: frames go through a channel
-file and a futex, with no stream entry at all (`local.py`).
+file and a futex, with no stream entry at all (`local.py`). A gateway on the producer's host takes its frames
+from a channel of its own too, instead of over TCP (`gateway.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edgeflow.broker import Publisher, Subscription
+from edgeflow.broker import GatewayPath, Publisher, Subscription
 from edgeflow.brokers.dataplane import DataPlane, Fields, Missing, PayloadReader, Placer
 from edgeflow.errors import BackpressureError
 from edgeflow.frame import Buffer
@@ -40,6 +41,7 @@ from ._pool import (
     stride,
 )  # fmt: skip
 from ._pool import sweep as sweep_segments
+from .gateway import GatewayChannel, GatewayFeed
 from .local import REGISTRATION_TTL, ChannelPublisher, ChannelSubscription
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ class SharedMemoryPlane(DataPlane):
         shm_max_bytes: the most one segment may take; a link that would need more goes inline.
         shm_local: let realtime links whose readers all run on this host skip Redis entries (the channel of
             `local.py`); False keeps a stream entry per frame, e.g. to watch the streams with redis-cli.
+        shm_gateway: let a gateway on the producer's host take frames from a channel instead of TCP
+            (`gateway.py`); needs shm_local.
     """
 
     name = "shm"
@@ -76,8 +80,10 @@ class SharedMemoryPlane(DataPlane):
         shm_slots: int = 8,
         shm_max_bytes: int = 256 << 20,
         shm_local: bool = True,
+        shm_gateway: bool = True,
     ) -> None:
         self.shm_local = bool(shm_local) and futex_available()
+        self.shm_gateway = self.shm_local and bool(shm_gateway)
         self.shm_min_bytes = int(shm_min_bytes)
         self.shm_slots = int(shm_slots)
         self.shm_max_bytes = int(shm_max_bytes)
@@ -121,6 +127,18 @@ class SharedMemoryPlane(DataPlane):
     def writers_key(self, source: str) -> str:
         """The hash of the live producer replicas of `source`."""
         return self.broker.key("shm", "writers", self.broker.tag(source))
+
+    def feed_key(self, source: str) -> str:
+        """The hash of the gateways that read `source`'s frames, with their host ids (gateway.py)."""
+        return self.broker.key("shm", "gwfeed", self.broker.tag(source))
+
+    def gateway_writers_key(self, source: str, gateway: str) -> str:
+        """The hash of the live producer replicas of `source` that could send to `gateway` through a channel."""
+        return self.broker.key("shm", "gwwriters", self.broker.tag(source), gateway)
+
+    def gateway_channel_key(self, source: str, gateway: str) -> str:
+        """The Redis key naming the channel through which `source` currently sends to `gateway`."""
+        return self.broker.key("shm", "gwchannel", self.broker.tag(source), gateway)
 
     def channel_key(self, source: str) -> str:
         """The Redis key naming the channel through which `source` currently sends (absent: none)."""
@@ -187,7 +205,9 @@ class SharedMemoryPlane(DataPlane):
         """A placer that writes large payloads once into this source's segment."""
         return _ShmPlacer(self, publisher)
 
-    def local_write(self, pub: ChannelPublisher, header: bytes, payload: Buffer) -> tuple[int, int] | None:
+    def local_write(
+        self, pub: ChannelPublisher | GatewayChannel, header: bytes, payload: Buffer
+    ) -> tuple[int, int] | None:
         """Write a frame for the channel: payload and header in a slot; (segment index, slot) or None if full."""
         n = len(payload)
         seg = self.segment_for(align64(n) + len(header), pub.source, pub.links)
@@ -254,6 +274,14 @@ class SharedMemoryPlane(DataPlane):
         if self.shm_local and links and all(ln.qos == "realtime" and ln.depth <= RING // 2 for ln in links):
             return ChannelPublisher(self, publisher)
         return publisher
+
+    def gateway_path(self, source: str, link: Link) -> GatewayPath | None:
+        """Frames for a gateway on this host go through a channel of their own instead of TCP (gateway.py)."""
+        return GatewayChannel(self, source, link) if self.shm_gateway else None
+
+    def gateway_feed(self, link: Link, consumer: str) -> Subscription | None:
+        """The gateway's end: `link`'s frames from a producer's channel on this host."""
+        return GatewayFeed(self, link, consumer) if self.shm_gateway else None
 
     def subscription(self, make: Callable[[], RedisSubscription], links: Sequence[Link], consumer: str) -> Subscription:
         """Register this host as a reader of `links`, then subscribe; the channel is read when it is open."""

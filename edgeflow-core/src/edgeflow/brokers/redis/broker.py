@@ -11,7 +11,7 @@ import redis
 from redis.retry import Retry
 
 from ...backoff import Backoff
-from ...broker import Broker, Listener, Publisher, Subscription
+from ...broker import Broker, GatewayPath, Listener, Publisher, Subscription
 from ...config import redact_url, settings
 from ...embedded import redis_answers
 from ...errors import ConfigurationError, FrameError
@@ -228,6 +228,14 @@ class RedisBroker(Broker):
         chosen = list(links)
         sub = self.data_plane.subscription(lambda: RedisSubscription(self, chosen, consumer), chosen, consumer)
         return self.local.subscription(sub, chosen, consumer)
+
+    def gateway_path(self, source: str, link: Link) -> GatewayPath | None:
+        """The data plane's path to `link`'s gateway on this host, if it has one (edgeflow-shm does)."""
+        return self.data_plane.gateway_path(source, link)
+
+    def gateway_feed(self, link: Link, consumer: str) -> Subscription | None:
+        """The data plane's gateway end of `gateway_path`, if it has one."""
+        return self.data_plane.gateway_feed(link, consumer)
 
     def ensure_group(self, topic: str, group: str, qos: str = "realtime", variant: str = "") -> None:
         """Create the consumer group `group` on `topic`'s stream if it does not exist."""
