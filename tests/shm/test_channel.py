@@ -18,7 +18,7 @@ from edgeflow import Frame
 from edgeflow.embedded import EmbeddedRedis
 from edgeflow.links import Link
 from edgeflow_shm import ShmBroker
-from edgeflow_shm._channel import futex_available
+from edgeflow_shm._channel import INLINE_MAX, RING, ChannelReader, ChannelWriter, futex_available
 from edgeflow_shm._pool import SHM_DIR
 
 from .helpers import read_one
@@ -327,3 +327,27 @@ def test_a_channel_name_from_redis_never_leads_outside_the_shared_memory_folder(
     finally:
         planted.unlink()
     assert target.read_bytes() == bytes(8192), "nothing was written through the link"
+
+
+def test_small_frames_go_in_the_channel_itself_and_an_entry_written_again_is_never_read(
+    make: Any, app_name: str
+) -> None:
+    prod, reader = make(), make()
+    sub = reader.subscribe([rt()], "c0")
+    pub = prod.publisher("cam", [rt()])
+    open_channel(pub, sub)
+    pub.publish(Frame(1, time.time(), {"k": 1}, b"tiny"))
+    d = read_one(sub)
+    assert (d.frame.data, d.frame.meta) == (b"tiny", {"k": 1})
+    assert ("cam", 4096) not in prod.data_plane._segments, "no slot was taken for it"
+
+    # The entry of a ring position is reused 64 frames later: a reader holding the older number gets nothing.
+    w = ChannelWriter(app_name)
+    try:
+        r = ChannelReader(w.name, "det")
+        assert w.put_inline(5, b"head", b"body") and r.take_inline(5) == (b"head", b"body")
+        assert w.put_inline(5 + RING, b"head", b"newer") and r.take_inline(5) is None
+        assert not w.put_inline(6, b"h", bytes(INLINE_MAX)), "too big for an entry: it goes into a slot"
+        r.close()
+    finally:
+        w.close()

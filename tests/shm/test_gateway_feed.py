@@ -56,6 +56,12 @@ def test_a_gateway_here_takes_frames_from_shared_memory_as_views_and_one_elsewhe
     assert d.frame.frame_id == first and int(d.frame.data[9, 9, 2]) == first % 251
     assert not d.frame.data.flags.writeable and not d.frame.data.flags.owndata, "a read-only view, not a copy"
     assert prod.client.xlen(prod.stream_key("cam")) == 0, "no stream entry either"
+    held = feed.pins.held()
+    small = Frame(77, time.time(), {"small": 1}, b"tiny")
+    assert path.send(small, encode(small))
+    got = read_one(feed).frame
+    assert (got.frame_id, got.data, got.meta) == (77, b"tiny", {"small": 1})
+    assert feed.pins.held() == held, "a small frame is copied out of the channel: no slot to pin"
     feed.close()
 
     # A gateway of the same name on another host: the producer keeps TCP.

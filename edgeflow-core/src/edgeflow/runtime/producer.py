@@ -55,7 +55,7 @@ class ProducerWorker(Worker):
                 except (FrameError, NodeError) as exc:
                     self.stats.failed += 1
                     self.errors(f"node {self.spec.name!r}: frame {seq} not sent: {exc}")
-            self.sync_counters()
+            self.sync_counters_soon()
             if period:
                 next_t += period
                 delay = next_t - time.monotonic()

@@ -108,7 +108,7 @@ class _ReaderWorker(Worker):
                     self.sub.ack(settled)
             except BrokerError as exc:
                 self.outage.failed(exc)  # unacknowledged frames are delivered again: at least once
-            self.sync_counters()
+            self.sync_counters_soon()
         try:
             self.sub.ack(self.settle(node, [], final=True))
         except BrokerError as exc:
@@ -136,12 +136,13 @@ class _ReaderWorker(Worker):
         """Handle `d`, retrying a durable frame that failed; False when it was left unhandled (stopping)."""
         node.current_source = d.source
         ok = self.handle(node, d.source, d.frame)
-        backoff = Backoff(0.05, 1.0)
+        backoff: Backoff | None = None  # made only for a failed frame: this runs for every frame
         while not ok and d.qos == "durable":
             if d.attempts >= d.max_attempts:
                 self.sub.dead_letter(d, self.last_error)
                 return True
             d.attempts += 1
+            backoff = backoff or Backoff(0.05, 1.0)
             if backoff.wait(self.ctx.stop):
                 return False  # not acknowledged either: a live replica takes it over
             ok = self.handle(node, d.source, d.frame)

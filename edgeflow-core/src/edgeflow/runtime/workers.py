@@ -213,6 +213,16 @@ class Worker:
         """Fold the transport's counters into the node's statistics."""
         self.stats.dropped = self.input_dropped() + self.outputs.dropped()
 
+    _synced_at = 0.0
+
+    def sync_counters_soon(self) -> None:
+        """`sync_counters()` at most every 20 ms: the loops call this per frame, the reporter reads once a second
+        (and the run's end syncs them again)."""
+        now = time.monotonic()
+        if now - self._synced_at >= 0.02:
+            self._synced_at = now
+            self.sync_counters()
+
     def input_drop_reasons(self) -> dict[str, int]:
         """`input_dropped()` by reason."""
         return {}

@@ -32,7 +32,7 @@ from edgeflow.broker import Delivery, GatewayPath, Subscription
 from edgeflow.errors import FrameError
 from edgeflow.frame import Buffer, Frame, decode
 
-from ._channel import ChannelReader, ChannelWriter
+from ._channel import INLINE_SEGMENT, ChannelReader, ChannelWriter
 from ._pool import SLOT_HEADER, _lock, align64, open_shm, slot_info, unlock
 
 if TYPE_CHECKING:
@@ -139,6 +139,9 @@ class GatewayChannel(GatewayPath):
             return False
         assert self.channel is not None
         header, payload = encoded
+        if self.channel.put_inline(self.seq + 1, header, payload):
+            self.seq += 1  # small: copied out by the gateway, nothing to pin
+            return True
         placed = self.plane.local_write(self, header, payload)
         self.seq += 1
         if placed is None:
@@ -296,6 +299,17 @@ class GatewayFeed(Subscription):
             chan.wait(tick, left)
 
     def _take(self, chan: ChannelReader, seq: int, seg: int, slot: int) -> Delivery | None:
+        if seg == INLINE_SEGMENT:
+            got = chan.take_inline(seq)
+            if got is None:
+                self.skipped += 1
+                return None
+            try:
+                frame = decode(*got)
+            except FrameError as exc:
+                self._reject(seq, exc)
+                return None
+            return Delivery(self.link.source, frame, b"", "realtime", 1, 1, {"channel": chan.name})
         name, seg_stride = chan.segment(seg)
         off = slot * seg_stride
         try:
@@ -320,14 +334,16 @@ class GatewayFeed(Subscription):
             weakref.finalize(anchor, self.pins.unpin, key)
             pinned = False
         except (FrameError, ValueError) as exc:
-            self.rejected += 1
-            log.warning("gateway %r: rejected a bad frame %d from %r: %s", self.link.target, seq, self.link.topic,
-                        exc)  # fmt: skip
+            self._reject(seq, exc)
             return None
         finally:
             if pinned:
                 self.pins.unpin(key)
         return Delivery(self.link.source, frame, b"", "realtime", 1, 1, {"channel": chan.name})
+
+    def _reject(self, seq: int, exc: Exception) -> None:
+        self.rejected += 1
+        log.warning("gateway %r: rejected a bad frame %d from %r: %s", self.link.target, seq, self.link.topic, exc)
 
     def close(self) -> None:
         if self._closed:

@@ -23,7 +23,7 @@ from edgeflow.broker import Delivery, ForwardingSubscription, Publisher
 from edgeflow.errors import FrameError
 from edgeflow.frame import Buffer, Frame, decode, encode
 
-from ._channel import ChannelReader, ChannelWriter
+from ._channel import INLINE_SEGMENT, ChannelReader, ChannelWriter
 from ._pool import SLOT_HEADER, align64, slot_info
 
 if TYPE_CHECKING:
@@ -160,6 +160,9 @@ class ChannelPublisher(Publisher):
             return
         header, payload = encoded or encode(frame)
         assert self.channel is not None
+        if self.channel.put_inline(self.seq + 1, header, payload):
+            self.inner.seq += 1  # a small frame: in the channel itself, no slot to lock on either side
+            return
         placed = self.plane.local_write(self, header, payload)
         self.inner.seq += 1
         if placed is None:
@@ -338,6 +341,12 @@ class ChannelSubscription(ForwardingSubscription):
 
     def _take(self, chan: ChannelReader, seq: int, seg: int, slot: int) -> Delivery | None:
         """Lock the slot and decode its frame (views of the slot); None when it was written again first."""
+        if seg == INLINE_SEGMENT:
+            got = chan.take_inline(seq)
+            if got is None:
+                self.local_skipped += 1
+                return None
+            return self._delivery(chan, seq, *got)
         files = self.reader.files
         name, seg_stride = chan.segment(seg)
         try:
@@ -355,10 +364,16 @@ class ChannelSubscription(ForwardingSubscription):
             self.local_skipped += 1
             return None
         start = off + SLOT_HEADER
-        try:
-            frame = decode(view[start + align64(n) : start + align64(n) + hlen], view[start : start + n])
-        except FrameError as exc:
+        got = self._delivery(chan, seq, view[start + align64(n) : start + align64(n) + hlen], view[start : start + n])
+        if got is None:
             files.release_last()
+        return got
+
+    def _delivery(self, chan: ChannelReader, seq: int, header: Buffer, payload: Buffer) -> Delivery | None:
+        """The frame `seq` decoded; None (counted as rejected) when it is not a valid frame."""
+        try:
+            frame = decode(header, payload)
+        except FrameError as exc:
             self.local_rejected += 1
             log.warning("%s: rejected a bad frame %d from %r: %s", self.links[0].target, seq, self.links[0].source,
                         exc)  # fmt: skip
