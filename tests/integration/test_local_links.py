@@ -348,3 +348,24 @@ def test_a_process_that_runs_one_end_of_a_link_reads_and_writes_it_through_the_b
     finally:
         for b in (reader, writer, both):
             b.close()
+
+
+def test_garbage_in_the_reader_registrations_never_stops_a_producer(redis_url: str, app_name: str) -> None:
+    """Redis is reachable by others: a registration whose stamp is not a number, or whose name is not UTF-8, is no
+    registration; the producer keeps handing frames over in memory and never dies of it."""
+    seen = Seen()
+    app = counting_app(app_name, redis_url, 100_000, seen, fps=200)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with RunningApp(app) as run:
+            assert wait_for(lambda: len(seen.ids) >= 50, timeout=10)
+            hub = app.broker.local  # type: ignore[attr-defined]
+            client.hset(hub.readers_key("src", "dst"), b"\xff\xfe", b"not-a-time")
+            client.hset(hub.watchers_key("src"), "evil", "soon")
+            before = len(seen.ids)
+            time.sleep(2.5)  # the producer reads the registrations once a second
+            assert len(seen.ids) > before + 200
+            assert run.stats("src").get("restarts", 0) == 0, "the producer never died"
+            assert seen.views[-1], "still handed over in memory"
+    finally:
+        client.close()

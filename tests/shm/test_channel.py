@@ -351,3 +351,23 @@ def test_small_frames_go_in_the_channel_itself_and_an_entry_written_again_is_nev
         r.close()
     finally:
         w.close()
+
+
+def test_garbage_that_others_write_into_the_registrations_never_stops_a_producer_or_a_reader(make: Any) -> None:
+    """Redis is reachable by others: stamps that are not numbers, names that are not UTF-8 and references that are
+    not ours are ignored (each counted as no registration), and the channel still opens."""
+    prod, reader = make(), make()
+    plane = prod.data_plane
+    sub = reader.subscribe([rt()], "c0")
+    pub = prod.publisher("cam", [rt()])
+    for key in (plane.writers_key("cam"), plane.readers_key("cam"), plane.fast_key("cam"), plane.feed_key("cam")):
+        prod.client.hset(key, b"\xff\xfe|evil", b"not-a-time")
+    prod.client.hset(plane.fast_key("cam"), b"det|x|y", b"\xff|1")
+    prod.client.hset(reader.seen_key("cam", "det"), pub.inner.writer, "many")
+    open_channel(pub, sub)
+    pub.publish(Frame(5, time.time(), {}, image(5)))
+    assert read_one(sub).frame.frame_id == 5
+    plane.release([{b"m": b"\xff\xfe"}, {b"m": b"a|b|c|d|e"}, {b"m": b"x"}])  # nothing of ours: nothing freed
+    reader.client.set(reader.data_plane.channel_key("cam"), b"\xff\xfe|\xfd")
+    sub._next_check = 0.0
+    sub.read(0.01)

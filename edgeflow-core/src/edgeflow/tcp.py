@@ -120,7 +120,7 @@ class FrameSender:
                 if self._closed and not self._outbox:
                     break
                 # Taken out while it is sent, so that send() can't count it dropped and have it arrive too.
-                self._in_flight = True  # before the outbox looks empty: idle() reads both without the lock
+                self._in_flight = True  # before the outbox looks empty: discard() reads it without the lock
                 message = self._outbox.popleft()
             try:
                 if sock is None:

@@ -29,8 +29,8 @@ import threading
 from pathlib import Path
 
 __all__ = [
-    "SHM_DIR", "ReaderFiles", "Segment", "align64", "host_id", "map_readonly", "size_class", "slot_info", "stride",
-    "sweep",
+    "SHM_DIR", "ReaderFiles", "Segment", "align64", "fresh", "host_id", "map_readonly", "size_class", "slot_info",
+    "stride", "sweep", "text",
 ]  # fmt: skip
 
 log = logging.getLogger("edgeflow.shm")
@@ -41,6 +41,22 @@ _SLOT = struct.Struct("<QQQQ")
 # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), padding.
 _FLOCK = struct.Struct("hhqqi4x")
 _NAME = re.compile(r"^edgeflow-(?P<app>.+)-(?P<pid>\d+)-(?P<start>\d+)-(?P<tok>[0-9a-f]+)$")
+
+
+def fresh(stamp: bytes | str | float | None, wall: float, ttl: float) -> bool:
+    """True when a registration `stamp` from Redis is a time within `ttl` seconds of `wall`; anything else (absent,
+    old, or not a number: Redis is reachable by others) counts as no registration."""
+    if stamp is None:
+        return False
+    try:
+        return wall - float(stamp) <= ttl
+    except ValueError:
+        return False
+
+
+def text(raw: bytes) -> str:
+    """A field from Redis as text (never an error: bytes that aren't UTF-8 become U+FFFD and match nothing)."""
+    return raw.decode(errors="replace")
 
 
 def size_class(n: int) -> int:

@@ -33,7 +33,7 @@ from edgeflow.errors import FrameError
 from edgeflow.frame import Buffer, Frame, decode
 
 from ._channel import INLINE_SEGMENT, ChannelReader, ChannelWriter
-from ._pool import SLOT_HEADER, _lock, align64, open_shm, slot_info, unlock
+from ._pool import SLOT_HEADER, _lock, align64, fresh, open_shm, slot_info, unlock
 
 if TYPE_CHECKING:
     from edgeflow.links import Link
@@ -80,15 +80,15 @@ class GatewayChannel(GatewayPath):
         pipe.hgetall(writers)
         pipe.hget(plane.feed_key(self.topic), f"{self.gateway}|{plane.host}")
         _, _, live, stamp = pipe.execute()
-        if sum(1 for t in live.values() if wall - float(t) <= _WRITER_TTL) != 1:
+        if sum(1 for t in live.values() if fresh(t, wall, _WRITER_TTL)) != 1:
             return False  # several producer replicas: the gateway would have to follow several channels
-        return stamp is not None and wall - float(stamp) <= FEED_TTL
+        return fresh(stamp, wall, FEED_TTL)
 
     def _decide(self, now: float) -> None:
         self._decide_at = now + _DECIDE_EVERY
         try:
             allowed = self._allowed()
-        except (redis.RedisError, ValueError):
+        except redis.RedisError:
             return  # keep the current way until Redis answers
         if not allowed:
             if self.channel is not None:

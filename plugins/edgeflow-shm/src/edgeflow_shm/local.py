@@ -24,7 +24,7 @@ from edgeflow.errors import FrameError
 from edgeflow.frame import Buffer, Frame, decode, encode
 
 from ._channel import INLINE_SEGMENT, ChannelReader, ChannelWriter
-from ._pool import SLOT_HEADER, align64, slot_info
+from ._pool import SLOT_HEADER, align64, fresh, slot_info, text
 
 if TYPE_CHECKING:
     from edgeflow.brokers.redis import RedisPublisher, RedisSubscription
@@ -89,15 +89,15 @@ class ChannelPublisher(Publisher):
         pipe.hgetall(plane.readers_key(source))
         pipe.hgetall(plane.fast_key(source))
         _, _, writers, readers, fast = pipe.execute()
-        live_writers = [w for w, t in writers.items() if wall - float(t) <= _WRITER_TTL]
+        live_writers = [w for w, t in writers.items() if fresh(t, wall, _WRITER_TTL)]
         if len(live_writers) != 1:
             return False
-        live = {f.decode() for f, t in readers.items() if wall - float(t) <= REGISTRATION_TTL}
+        live = {text(f) for f, t in readers.items() if fresh(t, wall, REGISTRATION_TTL)}
         replicas: dict[str, list[bool]] = {}  # "target|host" -> can each live replica read the channel?
         for field, value in fast.items():
-            stamp, _, able = value.decode().partition("|")
-            if wall - float(stamp) <= REGISTRATION_TTL:
-                replicas.setdefault(field.decode().rpartition("|")[0], []).append(able == "1")
+            stamp, _, able = text(value).partition("|")
+            if fresh(stamp, wall, REGISTRATION_TTL):
+                replicas.setdefault(text(field).rpartition("|")[0], []).append(able == "1")
         for target in self._targets:
             here = f"{target}|{plane.host}"
             mine = {f for f in live if f.rpartition("|")[0] == target}
@@ -263,7 +263,7 @@ class ChannelSubscription(ForwardingSubscription):
             return  # the Redis read reports the outage
         name = None
         if raw:
-            host, _, chan = raw.decode().partition("|")
+            host, _, chan = text(raw).partition("|")
             name = chan if host == self.plane.host else None
         if self.channel is not None and (self.channel.name != name or not self.channel.owner_alive()):
             self._leave_channel()
@@ -308,7 +308,10 @@ class ChannelSubscription(ForwardingSubscription):
             raw = self.plane.broker.client.hget(self._seen_key(), chan.writer())
         except redis.RedisError:
             return None
-        return int(raw) if raw is not None else None
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None  # not a number we wrote: count from the channel's first frame instead
 
     def _read_channel(self, timeout: float) -> list[Delivery] | None:
         """The group's next frame from the channel; [] when none came in `timeout`; None once it is out of use."""

@@ -34,11 +34,13 @@ from ._pool import (
     ReaderFiles,
     Segment,
     align64,
+    fresh,
     host_id,
     map_readonly,
     size_class,
     slot_info,
     stride,
+    text,
 )  # fmt: skip
 from ._pool import sweep as sweep_segments
 from .gateway import GatewayChannel, GatewayFeed
@@ -189,9 +191,9 @@ class SharedMemoryPlane(DataPlane):
         wall = time.time()
         hosts: dict[str, set[str]] = {}
         for field, stamp in regs.items():
-            if wall - float(stamp) > REGISTRATION_TTL:
+            if not fresh(stamp, wall, REGISTRATION_TTL):
                 continue
-            group, _, host = field.decode().rpartition("|")
+            group, _, host = text(field).rpartition("|")
             hosts.setdefault(group, set()).add(host)
         needed = any(hosts.get(ln.target, {"?"}) != {self.host} for ln in links)
         self._decisions[source] = (now + _DECIDE_EVERY, needed)
@@ -227,10 +229,14 @@ class SharedMemoryPlane(DataPlane):
             ref = fields.get(b"m")
             if ref is None:
                 continue
-            host, name, off, _, _ = ref.decode().split("|")
+            try:
+                host, name, off, _, _ = text(ref).split("|")
+                slot = int(off)
+            except ValueError:
+                continue  # not a reference this plane wrote (someone else can write the stream): nothing to free
             seg = self._segments_by_name.get(name)
             if host == self.host and seg is not None:
-                seg.release(int(off) // seg.stride)
+                seg.release(slot // seg.stride)
 
     # Reading ---------------------------------------------------------------------------------------------
     def mapping(self, name: str) -> memoryview:

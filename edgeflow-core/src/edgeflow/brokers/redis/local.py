@@ -150,6 +150,15 @@ class LocalHub:
         return key in self._local
 
 
+def _later(stamp: bytes, wall: float) -> bool:
+    """True when a registration's expiry `stamp` is after `wall`; one that is not a number (Redis is reachable by
+    others) is no registration."""
+    try:
+        return float(stamp) > wall
+    except ValueError:
+        return False
+
+
 class LocalPublisher(Publisher):
     """The broker's publisher of one topic, and the mailboxes of the groups whose readers are all in this process."""
 
@@ -183,7 +192,7 @@ class LocalPublisher(Publisher):
         wall = time.time()
         boxes, remote = [], False
         for (target, key), regs in zip(self._groups.items(), registered, strict=True):
-            live = {c.decode() for c, t in regs.items() if float(t) > wall}
+            live = {c.decode(errors="replace") for c, t in regs.items() if _later(t, wall)}
             mine = hub.local_readers(key)
             local = bool(mine) and live <= mine
             if local and not hub.served(key):
@@ -196,7 +205,7 @@ class LocalPublisher(Publisher):
                 hub.serve(key, False)
                 remote = True
         self._local = boxes
-        self._redis = remote or any(float(t) > wall for t in watchers.values())
+        self._redis = remote or any(_later(t, wall) for t in watchers.values())
 
     def publish(self, frame: Frame, encoded: tuple[bytes, Buffer] | None = None) -> None:
         now = time.monotonic()
