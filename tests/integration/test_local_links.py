@@ -369,3 +369,36 @@ def test_garbage_in_the_reader_registrations_never_stops_a_producer(redis_url: s
             assert seen.views[-1], "still handed over in memory"
     finally:
         client.close()
+
+
+def test_a_reader_stuck_in_process_never_holds_its_producer(redis_url: str, app_name: str) -> None:
+    """The producer waits for a reader it woke to come back for more (the hand-back), but only briefly: a reader
+    stuck in process() for a second leaves its producer making frames, the rest counted as skipped."""
+    release = threading.Event()
+    made: list[int] = []
+    got: list[int] = []
+    app = EdgeApp(app_name, broker=RedisBroker(redis_url))
+
+    @app.node(name="src", type="producer")
+    class Src(ProducerNode):
+        def produce(self) -> Any:
+            made.append(1)
+            return b"x" * 64
+
+    @app.node(name="dst", type="sink")
+    class Dst(SinkNode):
+        def process(self, data: bytes) -> None:
+            got.append(1)
+            if len(got) == 300:
+                release.wait(1.0)  # stuck, as a node waiting on a device would be
+
+    app.link("src").to("dst", qos="realtime")
+    with RunningApp(app) as run:
+        assert wait_for(lambda: len(got) >= 300, timeout=10)
+        stuck_at = len(made)
+        time.sleep(0.5)
+        assert len(got) == 300, "the reader is still stuck"
+        assert len(made) - stuck_at > 100, "its producer went on making frames meanwhile"
+        release.set()
+        assert wait_for(lambda: len(got) > 300, timeout=5), "and the reader goes on once it is free"
+        assert run.stats("src").get("restarts", 0) == 0

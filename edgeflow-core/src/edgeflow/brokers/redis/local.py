@@ -38,12 +38,13 @@ _DECIDE_EVERY = 1.0
 _REGISTER_EVERY = 10.0
 _REGISTRATION_TTL = 30.0
 _MIXED_POLL = 0.02  # a reader with links in memory and links on Redis looks at both this often
+_HANDBACK = 0.0002  # the longest a producer waits for a reader it woke to come back for more
 
 
 class _Box:
     """The mailbox of one group: the newest `depth` frames, as the producer encoded them."""
 
-    __slots__ = ("depth", "frames", "lock", "skipped", "waiters")
+    __slots__ = ("depth", "frames", "handback", "lock", "skipped", "waiters")
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
@@ -51,6 +52,8 @@ class _Box:
         self.lock = threading.Lock()
         self.skipped = 0  # pushed out unread since a reader last took a frame
         self.waiters: set[threading.Event] = set()
+        #: Set by a reader when it comes back for more after a frame: its producer may be waiting for that.
+        self.handback: threading.Event | None = None
 
 
 class LocalHub:
@@ -177,6 +180,7 @@ class LocalPublisher(Publisher):
         self._redis = True  # some group (or a watcher) still reads stream entries
         self._decide_at = 0.0
         self.local_dropped = 0
+        self._turn = threading.Event()
 
     def _decide(self, now: float) -> None:
         self._decide_at = now + _DECIDE_EVERY
@@ -227,6 +231,8 @@ class LocalPublisher(Publisher):
             # Its readers view this memory: the producer may not write into it again (it sends a new array).
             data.flags.writeable = False
         woken = False
+        turn = self._turn
+        turn.clear()
         for box in boxes:
             with box.lock:
                 if len(box.frames) >= box.depth:
@@ -234,11 +240,17 @@ class LocalPublisher(Publisher):
                     box.skipped += 1  # every reader of the box subscribed before this frame was sent
                 box.frames.append((header, payload))
                 waiters = list(box.waiters)
+                if waiters:
+                    box.handback = turn
             for event in waiters:
                 event.set()
                 woken = True
         if woken:
-            time.sleep(0)  # let the reader that waited run now, not at the next switch interval
+            # Let the reader that waited run now, not at the next switch interval: wait (the GIL released) until
+            # it comes back for more, at most _HANDBACK. A yield instead (time.sleep(0)) hands the GIL over
+            # through the interpreter's switch protocol: 11,000 hand-offs/s against 14,500 with this wait, in a
+            # bare two-thread hand-off with 8 and 9 µs of work on either side on the development VM.
+            turn.wait(_HANDBACK)
 
     def _wake_pollers(self) -> None:
         """Wake this process's readers that poll Redis for this topic (they wait on their boxes meanwhile)."""
@@ -281,6 +293,7 @@ class LocalSubscription(ForwardingSubscription):
         self._sources = [ln.source for ln in links]
         self._next = 0
         self._event = threading.Event()
+        self._took_from: _Box | None = None
         self._registered_at = 0.0
         self._served = [False] * len(links)
         self._drain = False
@@ -312,6 +325,7 @@ class LocalSubscription(ForwardingSubscription):
                 self.local_skipped += box.skipped
                 box.skipped = 0
             self._next = (i + 1) % n
+            self._took_from = box
             view = payload.toreadonly() if isinstance(payload, memoryview) else payload
             try:
                 frame = decode(header, view)
@@ -322,6 +336,13 @@ class LocalSubscription(ForwardingSubscription):
         return None
 
     def _read(self, timeout: float) -> list[Delivery]:
+        took = self._took_from
+        if took is not None:
+            # The frame taken last is done: a producer waiting for this reader to come back goes on.
+            self._took_from = None
+            handback, took.handback = took.handback, None
+            if handback is not None:
+                handback.set()
         now = time.monotonic()
         if now - self._registered_at >= _REGISTER_EVERY:
             self._register()
