@@ -11,7 +11,7 @@ Replicas of one target share the work as in a consumer group: each group has a c
 second page, and a replica takes a frame by moving the cursor under an OFD lock on it. Frames the cursor
 jumps over (the link keeps `depth` frames, newest wins) are counted as skipped by the replica that jumped.
 
-Layout (8 KiB, native little-endian u64/u32):
+Layout (72 KiB, native little-endian u64/u32):
 
 * page 0: `latest` u64 (`seq << 16 | segment index << 8 | slot`, 0 before the first frame), `tick` u32 (the
   futex word, bumped on every frame and every mode change), `mode` u32 (1 while the channel is in use),
