@@ -26,6 +26,7 @@ class GatewayWorker(Worker):
     #: Set once the gateway takes frames: how producers in this process hand theirs over without a socket.
     deliver: Callable[[str, Frame], None] | None = None
     _feeds: list[Subscription] = []  # noqa: RUF012 - replaced per run, never mutated in place
+    tcp_rejected = 0
 
     def run(self) -> None:
         self.deliver = None
@@ -60,7 +61,7 @@ class GatewayWorker(Worker):
 
         def on_reject(source: str, why: str) -> None:
             self.tcp_rejected += 1
-            self.stats.rejected = self.tcp_rejected + sum(f.rejected for f in self._feeds)
+            self.sync_counters()
 
         where = address.setting
         try:
@@ -123,6 +124,10 @@ class GatewayWorker(Worker):
     def input_dropped(self) -> int:
         return sum(feed.skipped for feed in self._feeds)
 
+    def sync_counters(self) -> None:
+        self.stats.rejected = self.tcp_rejected + sum(feed.rejected for feed in self._feeds)
+        super().sync_counters()
+
     def input_drop_reasons(self) -> dict[str, int]:
         return {"stale": self.input_dropped()} if self._feeds else {}
 
@@ -134,7 +139,7 @@ class GatewayWorker(Worker):
                 for delivery in feed.read(0.25):
                     on_frame(topic, delivery.frame)
                 backoff.reset()
-                self.stats.rejected = self.tcp_rejected + sum(f.rejected for f in self._feeds)
+                self.sync_counters_soon()
             except Exception as exc:
                 self.errors(f"gateway {self.spec.name!r}: reading {topic!r} from the broker's feed failed: {exc}", exc)
                 self.ctx.stop.wait(backoff.failed())
